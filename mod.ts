@@ -1,0 +1,2 @@
+// detailclip: the public library API. Only re-exports.
+export * from "./src/torch/mod.ts";

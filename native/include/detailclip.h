@@ -1,0 +1,287 @@
+/*
+ * detailclip.h: the whole C ABI of libdetailclip, the native half of detailclip.
+ *
+ * Conventions (the same for every function, so the TypeScript side can be generated from this file):
+ * - Every function is `extern "C"` and prefixed `dc_`. Under C++ a `dc_tensor` is an `at::Tensor*` that owns exactly
+ *   one reference; `dc_free` deletes it. Every tensor a function returns is a new handle the caller must free.
+ * - No C++ exception ever crosses this boundary. On failure a function returns its sentinel and stores a message
+ *   that `dc_last_error` returns (thread-local, valid until the next failure on the same thread):
+ *     handle-returning functions -> NULL;  int32_t status functions -> non-zero;
+ *     int64_t count/size functions -> -1.
+ * - dtype codes: DC_F32 0, DC_F64 1, DC_F16 2, DC_BF16 3, DC_I64 4, DC_I32 5, DC_U8 6, DC_BOOL 7, DC_I8 8, DC_I16 9.
+ * - device codes: -1 is the CPU, n >= 0 is cuda:n.
+ * - Shapes and dimension lists are `const int64_t*` with a separate length. Optional tensors are NULL.
+ * - Arrays of handles are `const dc_tensor*` with a length; multi-output ops write handles into `dc_tensor* out`.
+ * - Functions marked DC_NONBLOCKING are coarse, self-contained and safe to run off the JS main thread.
+ *
+ * Each parameter name below is copied into the generated TypeScript symbol table (tools/gen_symbols.ts), so keep
+ * one declaration per line.
+ */
+#ifndef DETAILCLIP_H
+#define DETAILCLIP_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+namespace at { class Tensor; }
+typedef at::Tensor* dc_tensor;
+extern "C" {
+#else
+typedef void* dc_tensor;
+#endif
+/* An opaque RAII guard owned by the caller (inference mode). */
+typedef void* dc_guard;
+
+#define DC_API __attribute__((visibility("default")))
+#define DC_NONBLOCKING
+
+/* Bump when any signature or code below changes; src/torch/lib.ts refuses a library with another version. */
+#define DC_ABI_VERSION 1
+
+/* ---- library, errors, runtime ------------------------------------------------------------------------------- */
+DC_API int32_t dc_abi_version(void);
+DC_API const char* dc_last_error(void);
+DC_API const char* dc_torch_version(void);
+DC_API int64_t dc_live_tensors(void);
+DC_API void dc_free(dc_tensor t);
+DC_API int32_t dc_set_num_threads(int32_t n);
+DC_API int32_t dc_get_num_threads(void);
+DC_API int32_t dc_cuda_is_available(void);
+DC_API int32_t dc_cuda_device_count(void);
+DC_API int32_t dc_cuda_synchronize(int32_t device);
+DC_API int32_t dc_manual_seed(uint64_t seed);
+DC_API dc_tensor dc_rng_get_state(int32_t device);
+DC_API int32_t dc_rng_set_state(int32_t device, dc_tensor state);
+DC_API int32_t dc_set_grad_enabled(int32_t enabled);
+DC_API int32_t dc_is_grad_enabled(void);
+/* Inference mode is a RAII guard in libtorch; enter returns an opaque guard that exit destroys (strictly nested). */
+DC_API dc_guard dc_inference_mode_enter(void);
+DC_API int32_t dc_inference_mode_exit(dc_guard guard);
+/* Autocast for device_type 0 = CPU, 1 = CUDA; dtype is the lower-precision type (DC_F16 or DC_BF16). */
+DC_API int32_t dc_autocast_set(int32_t device_type, int32_t enabled, int32_t dtype);
+DC_API int32_t dc_autocast_is_enabled(int32_t device_type);
+DC_API int32_t dc_autocast_clear_cache(void);
+
+/* ---- metadata ---------------------------------------------------------------------------------------------- */
+DC_API int64_t dc_dim(dc_tensor t);
+DC_API int32_t dc_shape(dc_tensor t, int64_t* out_shape);
+DC_API int64_t dc_numel(dc_tensor t);
+DC_API int32_t dc_dtype(dc_tensor t);
+DC_API int32_t dc_device(dc_tensor t);
+DC_API int32_t dc_is_contiguous(dc_tensor t);
+
+/* ---- creation and copies ----------------------------------------------------------------------------------- */
+DC_API dc_tensor dc_empty(const int64_t* shape, int64_t ndim, int32_t dtype, int32_t device);
+DC_API dc_tensor dc_zeros(const int64_t* shape, int64_t ndim, int32_t dtype, int32_t device);
+DC_API dc_tensor dc_ones(const int64_t* shape, int64_t ndim, int32_t dtype, int32_t device);
+DC_API dc_tensor dc_full(const int64_t* shape, int64_t ndim, double value, int32_t dtype, int32_t device);
+DC_API dc_tensor dc_scalar_tensor(double value, int32_t dtype, int32_t device);
+DC_API dc_tensor dc_arange(double start, double end, double step, int32_t dtype, int32_t device);
+DC_API dc_tensor dc_linspace(double start, double end, int64_t steps, int32_t dtype, int32_t device);
+DC_API dc_tensor dc_eye(int64_t n, int32_t dtype, int32_t device);
+DC_API dc_tensor dc_rand(const int64_t* shape, int64_t ndim, int32_t dtype, int32_t device);
+DC_API dc_tensor dc_randn(const int64_t* shape, int64_t ndim, int32_t dtype, int32_t device);
+DC_API dc_tensor dc_randint(int64_t low, int64_t high, const int64_t* shape, int64_t ndim, int32_t device);
+DC_API dc_tensor dc_randperm(int64_t n, int32_t device);
+/* Copies nbytes of raw little-endian element data (nbytes must equal numel * element size). */
+DC_API dc_tensor dc_from_data(const void* data, int64_t nbytes, const int64_t* shape, int64_t ndim, int32_t dtype, int32_t device);
+/* Copies the tensor's elements, row-major, into out (nbytes must equal numel * element size); any device. */
+DC_API int32_t dc_copy_to_buffer(dc_tensor t, void* out, int64_t nbytes);
+DC_API int32_t dc_item(dc_tensor t, double* out);
+DC_API dc_tensor dc_shallow_clone(dc_tensor t);
+DC_API dc_tensor dc_clone(dc_tensor t);
+DC_API dc_tensor dc_contiguous(dc_tensor t);
+/* dtype < 0 keeps the dtype; device < -1 keeps the device. */
+DC_API dc_tensor dc_to(dc_tensor t, int32_t dtype, int32_t device, int32_t non_blocking);
+DC_API dc_tensor dc_pin_memory(dc_tensor t);
+DC_API int32_t dc_copy_(dc_tensor dst, dc_tensor src);
+
+/* ---- seeded initialisation, in place under no-grad (torch.nn.init semantics) --------------------------------- */
+DC_API int32_t dc_normal_(dc_tensor t, double mean, double std);
+DC_API int32_t dc_uniform_(dc_tensor t, double low, double high);
+/* timm/PyTorch trunc_normal_: N(mean, std) truncated to [a, b] in absolute units. */
+DC_API int32_t dc_trunc_normal_(dc_tensor t, double mean, double std, double a, double b);
+DC_API int32_t dc_xavier_uniform_(dc_tensor t, double gain);
+DC_API int32_t dc_kaiming_uniform_(dc_tensor t, double a);
+DC_API int32_t dc_fill_(dc_tensor t, double value);
+DC_API int32_t dc_zero_(dc_tensor t);
+
+/* ---- views and indexing ------------------------------------------------------------------------------------ */
+DC_API dc_tensor dc_reshape(dc_tensor t, const int64_t* shape, int64_t ndim);
+DC_API dc_tensor dc_view(dc_tensor t, const int64_t* shape, int64_t ndim);
+DC_API dc_tensor dc_permute(dc_tensor t, const int64_t* dims, int64_t ndim);
+DC_API dc_tensor dc_transpose(dc_tensor t, int64_t dim0, int64_t dim1);
+DC_API dc_tensor dc_slice(dc_tensor t, int64_t dim, int64_t start, int64_t end, int64_t step);
+DC_API dc_tensor dc_select(dc_tensor t, int64_t dim, int64_t index);
+DC_API dc_tensor dc_narrow(dc_tensor t, int64_t dim, int64_t start, int64_t length);
+DC_API dc_tensor dc_squeeze(dc_tensor t, int64_t dim);
+DC_API dc_tensor dc_unsqueeze(dc_tensor t, int64_t dim);
+DC_API dc_tensor dc_flatten(dc_tensor t, int64_t start_dim, int64_t end_dim);
+DC_API dc_tensor dc_expand(dc_tensor t, const int64_t* shape, int64_t ndim);
+DC_API dc_tensor dc_repeat(dc_tensor t, const int64_t* repeats, int64_t ndim);
+DC_API dc_tensor dc_flip(dc_tensor t, const int64_t* dims, int64_t ndim);
+DC_API dc_tensor dc_gather(dc_tensor t, int64_t dim, dc_tensor index);
+DC_API dc_tensor dc_scatter(dc_tensor t, int64_t dim, dc_tensor index, dc_tensor src);
+DC_API dc_tensor dc_scatter_add(dc_tensor t, int64_t dim, dc_tensor index, dc_tensor src);
+DC_API dc_tensor dc_index_select(dc_tensor t, int64_t dim, dc_tensor index);
+DC_API dc_tensor dc_masked_fill(dc_tensor t, dc_tensor mask, double value);
+DC_API dc_tensor dc_where(dc_tensor condition, dc_tensor a, dc_tensor b);
+DC_API dc_tensor dc_triu(dc_tensor t, int64_t diagonal);
+DC_API dc_tensor dc_tril(dc_tensor t, int64_t diagonal);
+DC_API dc_tensor dc_cat(const dc_tensor* tensors, int64_t n, int64_t dim);
+DC_API dc_tensor dc_stack(const dc_tensor* tensors, int64_t n, int64_t dim);
+/* Write up to capacity handles into out; return how many there are (or -1). */
+DC_API int64_t dc_chunk(dc_tensor t, int64_t chunks, int64_t dim, dc_tensor* out, int64_t capacity);
+DC_API int64_t dc_split(dc_tensor t, int64_t split_size, int64_t dim, dc_tensor* out, int64_t capacity);
+
+/* ---- elementwise --------------------------------------------------------------------------------------------- */
+/* Unary op codes. */
+#define DC_NEG 0
+#define DC_EXP 1
+#define DC_LOG 2
+#define DC_SQRT 3
+#define DC_RSQRT 4
+#define DC_ABS 5
+#define DC_SIN 6
+#define DC_COS 7
+#define DC_TANH 8
+#define DC_SIGMOID 9
+#define DC_RELU 10
+#define DC_ERF 11
+#define DC_ERFINV 12
+#define DC_RECIPROCAL 13
+#define DC_SIGN 14
+#define DC_FLOOR 15
+#define DC_CEIL 16
+#define DC_ROUND 17
+#define DC_LOGICAL_NOT 18
+#define DC_ISFINITE 19
+#define DC_ISNAN 20
+#define DC_SQUARE 21
+#define DC_LOG1P 22
+#define DC_EXPM1 23
+#define DC_SILU 24
+#define DC_TRUNC 25
+DC_API dc_tensor dc_unary(int32_t op, dc_tensor t);
+DC_API int32_t dc_unary_(int32_t op, dc_tensor t);
+/* Binary op codes (broadcasting). */
+#define DC_ADD 0
+#define DC_SUB 1
+#define DC_MUL 2
+#define DC_DIV 3
+#define DC_POW 4
+#define DC_MAXIMUM 5
+#define DC_MINIMUM 6
+#define DC_EQ 7
+#define DC_NE 8
+#define DC_LT 9
+#define DC_LE 10
+#define DC_GT 11
+#define DC_GE 12
+#define DC_LOGICAL_AND 13
+#define DC_LOGICAL_OR 14
+#define DC_REMAINDER 15
+#define DC_ATAN2 16
+#define DC_FLOOR_DIVIDE 17
+DC_API dc_tensor dc_binary(int32_t op, dc_tensor a, dc_tensor b);
+DC_API dc_tensor dc_binary_scalar(int32_t op, dc_tensor a, double b);
+/* scalar op tensor, for the non-commutative ops (e.g. 1 - x, 2 / x). */
+DC_API dc_tensor dc_scalar_binary(int32_t op, double a, dc_tensor b);
+DC_API int32_t dc_binary_(int32_t op, dc_tensor a, dc_tensor b);
+DC_API int32_t dc_binary_scalar_(int32_t op, dc_tensor a, double b);
+DC_API dc_tensor dc_add_scaled(dc_tensor a, dc_tensor b, double alpha);
+DC_API int32_t dc_add_scaled_(dc_tensor a, dc_tensor b, double alpha);
+DC_API dc_tensor dc_clamp(dc_tensor t, double min, double max);
+DC_API int32_t dc_clamp_(dc_tensor t, double min, double max);
+DC_API dc_tensor dc_lerp(dc_tensor a, dc_tensor b, double weight);
+DC_API int32_t dc_lerp_(dc_tensor a, dc_tensor b, double weight);
+DC_API int32_t dc_addcmul_(dc_tensor t, dc_tensor a, dc_tensor b, double value);
+DC_API int32_t dc_addcdiv_(dc_tensor t, dc_tensor a, dc_tensor b, double value);
+DC_API dc_tensor dc_gelu(dc_tensor t, int32_t tanh_approximation);
+
+/* ---- reductions ---------------------------------------------------------------------------------------------- */
+/* ndim = 0 reduces over all dimensions. */
+DC_API dc_tensor dc_sum(dc_tensor t, const int64_t* dims, int64_t ndim, int32_t keepdim);
+DC_API dc_tensor dc_mean(dc_tensor t, const int64_t* dims, int64_t ndim, int32_t keepdim);
+/* correction 1 = unbiased (torch default), 0 = population. */
+DC_API dc_tensor dc_var(dc_tensor t, const int64_t* dims, int64_t ndim, int64_t correction, int32_t keepdim);
+DC_API dc_tensor dc_std(dc_tensor t, const int64_t* dims, int64_t ndim, int64_t correction, int32_t keepdim);
+DC_API dc_tensor dc_norm(dc_tensor t, double p, const int64_t* dims, int64_t ndim, int32_t keepdim);
+DC_API dc_tensor dc_amax(dc_tensor t, const int64_t* dims, int64_t ndim, int32_t keepdim);
+DC_API dc_tensor dc_amin(dc_tensor t, const int64_t* dims, int64_t ndim, int32_t keepdim);
+DC_API dc_tensor dc_logsumexp(dc_tensor t, const int64_t* dims, int64_t ndim, int32_t keepdim);
+DC_API dc_tensor dc_prod(dc_tensor t, int64_t dim, int32_t keepdim);
+DC_API dc_tensor dc_cumsum(dc_tensor t, int64_t dim);
+/* Over all elements when all_dims != 0 (then dim and keepdim are ignored). */
+DC_API dc_tensor dc_argmax(dc_tensor t, int64_t dim, int32_t keepdim, int32_t all_dims);
+DC_API dc_tensor dc_argmin(dc_tensor t, int64_t dim, int32_t keepdim, int32_t all_dims);
+DC_API int32_t dc_max_dim(dc_tensor t, int64_t dim, int32_t keepdim, dc_tensor* out_values, dc_tensor* out_indices);
+DC_API dc_tensor dc_all(dc_tensor t);
+DC_API dc_tensor dc_any(dc_tensor t);
+DC_API int32_t dc_sort(dc_tensor t, int64_t dim, int32_t descending, int32_t stable, dc_tensor* out_values, dc_tensor* out_indices);
+DC_API dc_tensor dc_argsort(dc_tensor t, int64_t dim, int32_t descending, int32_t stable);
+DC_API int32_t dc_topk(dc_tensor t, int64_t k, int64_t dim, int32_t largest, int32_t sorted, dc_tensor* out_values, dc_tensor* out_indices);
+/* 1 when every element of a and b is within atol + rtol * |b| (same shape), 0 when not, negative on error. */
+DC_API int32_t dc_allclose(dc_tensor a, dc_tensor b, double rtol, double atol);
+
+/* ---- linear algebra and neural-network functions ---------------------------------------------------------------- */
+DC_API dc_tensor dc_matmul(dc_tensor a, dc_tensor b);
+DC_API dc_tensor dc_bmm(dc_tensor a, dc_tensor b);
+DC_API dc_tensor dc_linear(dc_tensor x, dc_tensor weight, dc_tensor bias);
+DC_API dc_tensor dc_conv2d(dc_tensor x, dc_tensor weight, dc_tensor bias, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t groups);
+DC_API dc_tensor dc_embedding(dc_tensor weight, dc_tensor indices);
+/* dtype < 0 keeps the input dtype; otherwise the input is cast first (as torch's softmax(dtype=)). */
+DC_API dc_tensor dc_softmax(dc_tensor t, int64_t dim, int32_t dtype);
+DC_API dc_tensor dc_log_softmax(dc_tensor t, int64_t dim, int32_t dtype);
+DC_API dc_tensor dc_layer_norm(dc_tensor x, const int64_t* normalized_shape, int64_t ndim, dc_tensor weight, dc_tensor bias, double eps);
+/* F.normalize: x / max(||x||_p, eps) along dim. */
+DC_API dc_tensor dc_normalize(dc_tensor t, double p, int64_t dim, double eps);
+/* reduction: 0 none, 1 mean, 2 sum. target holds class indices (int64). */
+DC_API dc_tensor dc_cross_entropy(dc_tensor logits, dc_tensor target, dc_tensor weight, int32_t reduction, int64_t ignore_index, double label_smoothing);
+DC_API dc_tensor dc_mse_loss(dc_tensor a, dc_tensor b, int32_t reduction);
+/* mode: 0 nearest, 1 bilinear, 2 bicubic. Output size (out_h, out_w). */
+DC_API dc_tensor dc_interpolate(dc_tensor x, int64_t out_h, int64_t out_w, int32_t mode, int32_t align_corners);
+DC_API dc_tensor dc_avg_pool2d(dc_tensor x, int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w);
+DC_API dc_tensor dc_one_hot(dc_tensor indices, int64_t num_classes);
+/* softmax(q k^T * scale + mask) v over the last two dims; mask is additive (or NULL). Uses the fused kernel on
+ * libtorch >= 2.0 and the explicit composition on 1.13. */
+DC_API dc_tensor dc_scaled_dot_product_attention(dc_tensor q, dc_tensor k, dc_tensor v, dc_tensor mask, double scale);
+
+/* ---- autograd ---------------------------------------------------------------------------------------------------- */
+DC_API int32_t dc_set_requires_grad(dc_tensor t, int32_t requires_grad);
+DC_API int32_t dc_requires_grad(dc_tensor t);
+DC_API int32_t dc_is_leaf(dc_tensor t);
+/* Backward from t (a scalar unless grad is given). */
+DC_API int32_t dc_backward(dc_tensor t, dc_tensor grad, int32_t retain_graph);
+/* Writes the gradient handle into out, or NULL when the tensor has no gradient. */
+DC_API int32_t dc_grad(dc_tensor t, dc_tensor* out);
+DC_API int32_t dc_set_grad(dc_tensor t, dc_tensor grad);
+DC_API int32_t dc_zero_grad(dc_tensor t, int32_t set_to_none);
+DC_API dc_tensor dc_detach(dc_tensor t);
+DC_API int32_t dc_detach_(dc_tensor t);
+
+/* ---- optimizers, EMA, mixed precision (all in place, under no-grad) ------------------------------------------- */
+DC_API int32_t dc_foreach_mul_scalar_(const dc_tensor* tensors, int64_t n, double scalar);
+DC_API int32_t dc_foreach_add_list_(const dc_tensor* tensors, const dc_tensor* others, int64_t n, double alpha);
+DC_API int32_t dc_foreach_lerp_(const dc_tensor* tensors, const dc_tensor* ends, int64_t n, double weight);
+DC_API int32_t dc_foreach_zero_(const dc_tensor* tensors, int64_t n);
+DC_API int32_t dc_foreach_copy_(const dc_tensor* dst, const dc_tensor* src, int64_t n);
+/* EMA: teacher <- momentum * teacher + (1 - momentum) * student, for each pair. */
+DC_API int32_t dc_ema_update_(const dc_tensor* teacher, const dc_tensor* student, int64_t n, double momentum);
+/* One AdamW step (PyTorch semantics: decoupled decay p *= 1 - lr*wd, bias-corrected Adam, eps after sqrt) for a
+ * parameter group. step is the 1-based step count after this update. Parameters without a gradient are skipped. */
+DC_API int32_t dc_adamw_step_(const dc_tensor* params, const dc_tensor* exp_avg, const dc_tensor* exp_avg_sq, int64_t n, double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step);
+/* Grad scaler: multiply every gradient by inv_scale; set found_inf (a 1-element f32 tensor) to 1 when any is not finite. */
+DC_API int32_t dc_amp_unscale_(const dc_tensor* grads, int64_t n, dc_tensor found_inf, double inv_scale);
+/* Total L2 norm of the gradients of the given parameters, as a 0-d f32 tensor (no host sync). */
+DC_API dc_tensor dc_grad_norm(const dc_tensor* params, int64_t n);
+
+/* ---- diagnostics ------------------------------------------------------------------------------------------------- */
+/* Runs `iters` times: handle = new (a + b); free(handle). The native baseline for bench/ffi. Returns seconds. */
+DC_API double dc_bench_add_loop(dc_tensor a, dc_tensor b, int64_t iters);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# build_native.sh: configures (once) and builds native/ into native/build/libdetailclip.so. A stamp of the sources'
+# hash makes a no-change run return at once. TORCH_PREFIX points CMake at another libtorch (e.g. a CUDA PyTorch);
+# DC_BUILD_DIR overrides the build folder (then set DETAILCLIP_LIB to the library inside it).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${DC_BUILD_DIR:-$root/native/build}
+stamp=$build/.sources.sha256
+sources_hash=$(cd "$root" && find native/CMakeLists.txt native/include native/src kernels -type f -print0 2>/dev/null |
+  sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+sources_hash="$sources_hash ${TORCH_PREFIX:-system}"
+if [[ -f $build/libdetailclip.so && -f $stamp && "$(cat "$stamp")" == "$sources_hash" ]]; then
+  exit 0
+fi
+cmake_args=(-S "$root/native" -B "$build" -DCMAKE_BUILD_TYPE=Release)
+[[ -n ${TORCH_PREFIX:-} ]] && cmake_args+=("-DCMAKE_PREFIX_PATH=$TORCH_PREFIX")
+if [[ ! -f $build/CMakeCache.txt ]]; then
+  echo "detailclip: configuring the native library (libtorch via CMake)" >&2
+  cmake "${cmake_args[@]}" >"$root/native/.cmake-configure.log" 2>&1 || {
+    tail -30 "$root/native/.cmake-configure.log" >&2
+    echo "detailclip: CMake could not configure native/ (is libtorch-dev installed?)" >&2
+    exit 1
+  }
+fi
+echo "detailclip: building the native library (native/build/libdetailclip.so)" >&2
+cmake --build "$build" -j"$(nproc)" 2>&1 | grep -Ev '^\[ *[0-9]+%\] (Building|Linking)|^-- ' >&2 || true
+if [[ ${PIPESTATUS[0]} -ne 0 ]]; then
+  echo "detailclip: native build failed (see the compiler messages above)" >&2
+  exit 1
+fi
+echo "$sources_hash" >"$stamp"

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# setup.sh: makes a fresh Debian 12 machine ready, idempotently and quickly when nothing changed:
+# Debian packages (libtorch, gloo, turbojpeg, webp, png, cmake; python3-torch for the benchmark baselines),
+# Deno 2.9.6 from npm into .tools/, and the native library. Sourced by ./dc; safe to run by itself.
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+deno_version=2.9.6
+deno_dir=$root/.tools/node_modules/@deno/linux-x64-glibc
+packages=(build-essential cmake pkg-config libtorch-dev libgloo-dev libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev libwebp-dev python3-torch)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "detailclip: missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "detailclip: installing Debian packages: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+if [[ ! -x $deno_dir/deno ]] || [[ "$("$deno_dir/deno" --version 2>/dev/null | head -1)" != "deno $deno_version "* ]]; then
+  echo "detailclip: installing Deno $deno_version from npm into .tools/" >&2
+  mkdir -p "$root/.tools"
+  (cd "$root/.tools" && npm install --no-audit --no-fund --loglevel=error "deno@$deno_version" >&2)
+fi
+export PATH=$deno_dir:$PATH
+
+bash "$root/tools/build_native.sh"
