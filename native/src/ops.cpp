@@ -220,13 +220,14 @@ std::vector<int64_t> reduce_dims(const at::Tensor& t, const int64_t* dims, int64
   return out;
 }
 
-// libtorch 2.0 widened var/std's correction from int to Scalar. Passing a bare int64_t on 1.13 would silently pick
-// the `bool unbiased` overload, so the type is spelled out.
-#if DC_TORCH_AT_LEAST(2, 0)
-c10::optional<at::Scalar> correction_arg(int64_t correction) { return at::Scalar(correction); }
-#else
-c10::optional<int64_t> correction_arg(int64_t correction) { return correction; }
-#endif
+// var/std's correction is `optional<int64_t>` in libtorch 1.13 and `optional<Scalar>` in 2.x. A bare int64_t would
+// silently pick the `bool unbiased` overload, so this converts to either optional and to nothing else: whichever
+// signature the headers declare is the only viable one, with no version guard to get wrong.
+struct Correction {
+  int64_t value;
+  operator c10::optional<int64_t>() const { return value; }
+  operator c10::optional<at::Scalar>() const { return at::Scalar(value); }
+};
 
 at::OptionalIntArrayRef optional_dims(const std::vector<int64_t>& dims) {
   if (dims.empty()) return c10::nullopt;
@@ -332,14 +333,14 @@ dc_tensor dc_mean(dc_tensor t, const int64_t* dims, int64_t ndim, int32_t keepdi
 dc_tensor dc_var(dc_tensor t, const int64_t* dims, int64_t ndim, int64_t correction, int32_t keepdim) {
   DC_GUARD_BEGIN
   const std::vector<int64_t> d = dc::int_list(dims, ndim);
-  return dc::wrap(at::var(dc::unwrap(t), optional_dims(d), correction_arg(correction), keepdim != 0));
+  return dc::wrap(at::var(dc::unwrap(t), optional_dims(d), Correction{correction}, keepdim != 0));
   DC_GUARD_END(nullptr)
 }
 
 dc_tensor dc_std(dc_tensor t, const int64_t* dims, int64_t ndim, int64_t correction, int32_t keepdim) {
   DC_GUARD_BEGIN
   const std::vector<int64_t> d = dc::int_list(dims, ndim);
-  return dc::wrap(at::std(dc::unwrap(t), optional_dims(d), correction_arg(correction), keepdim != 0));
+  return dc::wrap(at::std(dc::unwrap(t), optional_dims(d), Correction{correction}, keepdim != 0));
   DC_GUARD_END(nullptr)
 }
 

@@ -7,3 +7,4 @@ export { cat, stack, Tensor, type TensorOptions, type TypedArray, where } from "
 export * as F from "./functional.ts";
 export * from "./optim.ts";
 export * from "./runtime.ts";
+export * from "./io.ts";

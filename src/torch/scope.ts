@@ -6,24 +6,31 @@ import { native } from "./lib.ts";
 /** What a scope needs from a tensor; implemented by Tensor (kept abstract to avoid an import cycle). */
 export interface Scoped {
   dispose(): void;
-  scopeFrame: Set<Scoped> | null;
+  /** The frame that will free this tensor, or null when its lifetime is manual. */
+  scopeFrame: Scoped[] | null;
+  /** Called when the tensor leaves all scopes: it then needs the finalizer safety net. */
+  unscoped(): void;
 }
 
-const frames: Set<Scoped>[] = [];
+// A frame is a plain array: pushing is the hot path (one per op). Tensors that were kept, moved to the parent or
+// disposed early stay in the array and are skipped at exit (their scopeFrame no longer points at it).
+const frames: Scoped[][] = [];
 
-/** Registers a new tensor with the innermost scope (no-op outside scopes). */
-export function track(t: Scoped): void {
+/** Registers a new tensor with the innermost scope; returns false outside scopes. */
+export function track(t: Scoped): boolean {
   const frame = frames[frames.length - 1];
-  if (frame !== undefined) {
-    frame.add(t);
-    t.scopeFrame = frame;
-  }
+  if (frame === undefined) return false;
+  frame.push(t);
+  t.scopeFrame = frame;
+  return true;
 }
 
 /** Removes a tensor from every scope: it lives until disposed by hand (parameters, optimizer state). */
 export function keep<T extends Scoped>(t: T): T {
-  t.scopeFrame?.delete(t);
-  t.scopeFrame = null;
+  if (t.scopeFrame !== null) {
+    t.scopeFrame = null;
+    t.unscoped();
+  }
   return t;
 }
 
@@ -46,33 +53,43 @@ function collect(value: unknown, out: Set<Scoped>, depth: number): void {
 
 /** Runs fn in a new scope and frees what it created, except what it returns. fn must be synchronous. */
 export function tidy<T>(fn: () => T): T {
-  const frame = new Set<Scoped>();
+  const frame: Scoped[] = [];
   frames.push(frame);
   let result: T;
   try {
     result = fn();
   } catch (error) {
     frames.pop();
-    for (const t of frame) t.dispose();
+    release(frame, null);
     throw error;
   }
   frames.pop();
   if (result instanceof Promise) {
-    for (const t of frame) t.dispose();
+    release(frame, null);
     throw new TypeError("tidy: the function returned a Promise; scopes only work with synchronous code");
   }
   const survivors = new Set<Scoped>();
   collect(result, survivors, 0);
+  release(frame, survivors);
+  return result;
+}
+
+function release(frame: Scoped[], survivors: Set<Scoped> | null): void {
   const parent = frames[frames.length - 1] ?? null;
   for (const t of frame) {
-    if (survivors.has(t)) {
-      t.scopeFrame = parent;
-      parent?.add(t);
+    if (t.scopeFrame !== frame) continue;
+    if (survivors !== null && survivors.has(t)) {
+      if (parent === null) {
+        t.scopeFrame = null;
+        t.unscoped();
+      } else {
+        parent.push(t);
+        t.scopeFrame = parent;
+      }
     } else {
       t.dispose();
     }
   }
-  return result;
 }
 
 /** Runs fn with gradient recording off, restoring the previous mode afterwards. */

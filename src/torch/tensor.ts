@@ -83,14 +83,23 @@ function toDims(dims: number | readonly number[] | undefined): readonly number[]
 export class Tensor implements Scoped {
   #handle: Handle | null;
   #shape: number[] | null = null;
-  scopeFrame: Set<Scoped> | null = null;
+  #finalizable = false;
+  scopeFrame: Scoped[] | null = null;
 
   /** Not for direct use: tensors come from factories and ops. */
   constructor(handle: Handle, token: symbol) {
     if (token !== ownToken) throw new TypeError("Tensor: use a factory (Tensor.zeros, Tensor.fromArray, ...)");
     this.#handle = handle;
-    registry.register(this, handle, this);
-    track(this);
+    // A scope frees what it tracks, so only tensors outside every scope need the finalizer safety net.
+    if (!track(this)) this.unscoped();
+  }
+
+  /** Called by the scope machinery when this tensor leaves every scope. */
+  unscoped(): void {
+    if (this.#handle !== null && !this.#finalizable) {
+      registry.register(this, this.#handle, this);
+      this.#finalizable = true;
+    }
   }
 
   /** The native handle; throws when the tensor was disposed (instead of handing libtorch a dangling pointer). */
@@ -107,8 +116,7 @@ export class Tensor implements Scoped {
     const handle = this.#handle;
     if (handle === null) return;
     this.#handle = null;
-    registry.unregister(this);
-    this.scopeFrame?.delete(this);
+    if (this.#finalizable) registry.unregister(this);
     this.scopeFrame = null;
     native().dc_free(handle);
   }
