@@ -7,7 +7,10 @@
  * - No C++ exception ever crosses this boundary. On failure a function returns its sentinel and stores a message
  *   that `dc_last_error` returns (thread-local, valid until the next failure on the same thread):
  *     handle-returning functions -> NULL;  int32_t status functions -> non-zero;
- *     int64_t count/size functions -> -1.
+ *     int64_t count/size functions and int32_t queries (dtype, flags, allclose) -> -1;
+ *     dc_device -> -2 (because -1 means the CPU).
+ * - Scalars are doubles; a whole-number scalar applied to an integer or bool tensor acts as an integer scalar
+ *   (int64 + 1 stays int64, as in Python). Clamp bounds of -inf/+inf mean "no bound".
  * - dtype codes: DC_F32 0, DC_F64 1, DC_F16 2, DC_BF16 3, DC_I64 4, DC_I32 5, DC_U8 6, DC_BOOL 7, DC_I8 8, DC_I16 9.
  * - device codes: -1 is the CPU, n >= 0 is cuda:n.
  * - Shapes and dimension lists are `const int64_t*` with a separate length. Optional tensors are NULL.
@@ -243,7 +246,8 @@ DC_API dc_tensor dc_mse_loss(dc_tensor a, dc_tensor b, int32_t reduction);
 DC_API dc_tensor dc_interpolate(dc_tensor x, int64_t out_h, int64_t out_w, int32_t mode, int32_t align_corners);
 DC_API dc_tensor dc_avg_pool2d(dc_tensor x, int64_t kernel_h, int64_t kernel_w, int64_t stride_h, int64_t stride_w);
 DC_API dc_tensor dc_one_hot(dc_tensor indices, int64_t num_classes);
-/* softmax(q k^T * scale + mask) v over the last two dims; mask is additive (or NULL). Uses the fused kernel on
+/* softmax(q k^T * scale + mask) v over the last two dims; mask is additive float, bool (true = may attend) or NULL.
+ * Uses the fused kernel on
  * libtorch >= 2.0 and the explicit composition on 1.13. */
 DC_API dc_tensor dc_scaled_dot_product_attention(dc_tensor q, dc_tensor k, dc_tensor v, dc_tensor mask, double scale);
 
@@ -255,6 +259,7 @@ DC_API int32_t dc_is_leaf(dc_tensor t);
 DC_API int32_t dc_backward(dc_tensor t, dc_tensor grad, int32_t retain_graph);
 /* Writes the gradient handle into out, or NULL when the tensor has no gradient. */
 DC_API int32_t dc_grad(dc_tensor t, dc_tensor* out);
+/* grad NULL clears the gradient; otherwise dtype, device and shape must match (as Python's .grad setter). */
 DC_API int32_t dc_set_grad(dc_tensor t, dc_tensor grad);
 DC_API int32_t dc_zero_grad(dc_tensor t, int32_t set_to_none);
 DC_API dc_tensor dc_detach(dc_tensor t);
@@ -269,9 +274,11 @@ DC_API int32_t dc_foreach_copy_(const dc_tensor* dst, const dc_tensor* src, int6
 /* EMA: teacher <- momentum * teacher + (1 - momentum) * student, for each pair. */
 DC_API int32_t dc_ema_update_(const dc_tensor* teacher, const dc_tensor* student, int64_t n, double momentum);
 /* One AdamW step (PyTorch semantics: decoupled decay p *= 1 - lr*wd, bias-corrected Adam, eps after sqrt) for a
- * parameter group. step is the 1-based step count after this update. Parameters without a gradient are skipped. */
+ * parameter group. step is the 1-based step count after this update, shared by the group (PyTorch counts per
+ * parameter; they differ only for parameters that skipped steps). Parameters without a gradient are skipped. */
 DC_API int32_t dc_adamw_step_(const dc_tensor* params, const dc_tensor* exp_avg, const dc_tensor* exp_avg_sq, int64_t n, double lr, double beta1, double beta2, double eps, double weight_decay, int64_t step);
-/* Grad scaler: multiply every gradient by inv_scale; set found_inf (a 1-element f32 tensor) to 1 when any is not finite. */
+/* Grad scaler: multiply every gradient by inv_scale; set found_inf (a 1-element f32 tensor) to 1 when any is not
+ * finite. found_inf is never cleared here (the caller zeroes it per step). */
 DC_API int32_t dc_amp_unscale_(const dc_tensor* grads, int64_t n, dc_tensor found_inf, double inv_scale);
 /* Total L2 norm of the gradients of the given parameters, as a 0-d f32 tensor (no host sync). */
 DC_API dc_tensor dc_grad_norm(const dc_tensor* params, int64_t n);

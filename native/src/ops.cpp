@@ -1,7 +1,6 @@
 // ops.cpp: the "elementwise" and "reductions" sections of detailclip.h: op-code dispatch for unary and binary math,
 // scalar forms, fused updates, and reductions over dimension lists.
 #include <cmath>
-#include <limits>
 #include <string>
 #include <vector>
 

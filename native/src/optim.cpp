@@ -55,6 +55,15 @@ void adamw_step(const std::vector<at::Tensor>& params, const std::vector<at::Ten
   at::_foreach_addcdiv_(p, m, denom, -step_size);
 }
 
+void foreach_lerp(const std::vector<at::Tensor>& tensors, const std::vector<at::Tensor>& ends, double weight) {
+#if DC_TORCH_AT_LEAST(2, 1)
+  if (!tensors.empty()) at::_foreach_lerp_(tensors, ends, at::Scalar(weight));
+#else
+  // No _foreach_lerp_ in 1.13; on the CPU the foreach ops are this loop anyway.
+  for (size_t i = 0; i < tensors.size(); ++i) tensors[i].lerp_(ends[i], weight);
+#endif
+}
+
 void amp_unscale(const std::vector<at::Tensor>& grads, at::Tensor& found_inf, double inv_scale) {
   if (found_inf.numel() != 1 || found_inf.scalar_type() != at::kFloat) {
     throw std::invalid_argument("dc_amp_unscale_: found_inf must be a 1-element f32 tensor, got " +
@@ -117,14 +126,7 @@ int32_t dc_foreach_add_list_(const dc_tensor* tensors, const dc_tensor* others, 
 int32_t dc_foreach_lerp_(const dc_tensor* tensors, const dc_tensor* ends, int64_t n, double weight) {
   DC_STATUS({
     at::NoGradGuard no_grad;
-    const std::vector<at::Tensor> t = dc::tensor_list(tensors, n);
-    const std::vector<at::Tensor> e = dc::tensor_list(ends, n);
-#if DC_TORCH_AT_LEAST(2, 1)
-    if (!t.empty()) at::_foreach_lerp_(t, e, at::Scalar(weight));
-#else
-    // No _foreach_lerp_ before 2.x; on the CPU the foreach ops are this loop anyway.
-    for (size_t i = 0; i < t.size(); ++i) t[i].lerp_(e[i], weight);
-#endif
+    foreach_lerp(dc::tensor_list(tensors, n), dc::tensor_list(ends, n), weight);
   })
 }
 
