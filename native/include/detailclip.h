@@ -39,7 +39,7 @@ typedef void* dc_guard;
 #define DC_NONBLOCKING
 
 /* Bump when any signature or code below changes; src/torch/lib.ts refuses a library with another version. */
-#define DC_ABI_VERSION 1
+#define DC_ABI_VERSION 2
 
 /* ---- library, errors, runtime ------------------------------------------------------------------------------- */
 DC_API int32_t dc_abi_version(void);
@@ -282,6 +282,15 @@ DC_API int32_t dc_adamw_step_(const dc_tensor* params, const dc_tensor* exp_avg,
 DC_API int32_t dc_amp_unscale_(const dc_tensor* grads, int64_t n, dc_tensor found_inf, double inv_scale);
 /* Total L2 norm of the gradients of the given parameters, as a 0-d f32 tensor (no host sync). */
 DC_API dc_tensor dc_grad_norm(const dc_tensor* params, int64_t n);
+
+/* ---- token selection (attention-guided token removal, SPEC 3.5/3.6; CPU reference in prune.cpp) ------------ */
+/* scores (B, grid_h*grid_w) float, e.g. the teacher's CLS->patch attention. Pools each cell x cell block of patches
+ * into one cell score (cell 2: PyTorch's exact bilinear 2x downsampling arithmetic; otherwise the block mean), keeps
+ * the top min(floor(C*ratio) + 1, C) of the C cells (descending, ties to the lower index) and removes the rest.
+ * Writes out_mask (B, N) bool (true = removed), out_ids_keep (B, K) int64 (kept patches, ascending raster order,
+ * K the same for every image) and out_ids_restore (B, N) int64 (inverse permutation of [kept, removed ascending]).
+ * grid_h and grid_w must be divisible by cell; ratio must lie in [0, 1]. No gradient flows through it. */
+DC_API int32_t dc_select_tokens(dc_tensor scores, int64_t grid_h, int64_t grid_w, int64_t cell, double ratio, dc_tensor* out_mask, dc_tensor* out_ids_keep, dc_tensor* out_ids_restore);
 
 /* ---- diagnostics ------------------------------------------------------------------------------------------------- */
 /* Runs `iters` times: handle = new (a + b); free(handle). The native baseline for bench/ffi. Returns seconds. */

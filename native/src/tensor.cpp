@@ -54,12 +54,14 @@ int32_t dtype_code(at::ScalarType type) {
 
 at::Device device(int32_t code) {
   if (code == -1) return at::Device(at::kCPU);
+  if (code == -3) return at::Device(at::kMeta);
   if (code >= 0) return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(code));
-  throw std::invalid_argument("unknown device code " + std::to_string(code) + " (-1 is cpu, n >= 0 is cuda:n)");
+  throw std::invalid_argument("unknown device code " + std::to_string(code) + " (-1 cpu, -3 meta, n >= 0 cuda:n)");
 }
 
 int32_t device_code(const at::Device& d) {
   if (d.is_cpu()) return -1;
+  if (d.is_meta()) return -3;
   if (d.is_cuda()) return d.has_index() ? d.index() : 0;
   throw std::invalid_argument("device " + d.str() + " has no detailclip code");
 }

@@ -11,7 +11,8 @@ export type DType =
   | "bool"
   | "int8"
   | "int16";
-export type Device = "cpu" | "cuda" | `cuda:${number}`;
+/** "meta" tensors have shapes and dtypes but no storage: models built there cost nothing (parameter counts). */
+export type Device = "cpu" | "meta" | "cuda" | `cuda:${number}`;
 
 const dtypeCodes: Record<DType, number> = {
   float32: 0,
@@ -55,14 +56,36 @@ export function dtypeFromCode(code: number): DType {
 
 export function deviceCode(device: Device): number {
   if (device === "cpu") return -1;
+  if (device === "meta") return -3;
   if (device === "cuda") return 0;
   const match = /^cuda:(\d+)$/.exec(device);
-  if (!match) throw new TypeError(`unknown device '${device}' (expected cpu, cuda or cuda:N)`);
+  if (!match) throw new TypeError(`unknown device '${device}' (expected cpu, meta, cuda or cuda:N)`);
   return Number(match[1]);
 }
 
 export function deviceFromCode(code: number): Device {
-  return code === -1 ? "cpu" : `cuda:${code}`;
+  if (code === -1) return "cpu";
+  if (code === -3) return "meta";
+  return `cuda:${code}`;
+}
+
+let defaultDevice: Device = "cpu";
+
+/** The device factories use when none is given (torch.set_default_device). */
+export function getDefaultDevice(): Device {
+  return defaultDevice;
+}
+
+/** Runs fn with another default device for factories, e.g. "meta" to count a model's parameters for free. */
+export function withDefaultDevice<T>(device: Device, fn: () => T): T {
+  deviceCode(device);
+  const previous = defaultDevice;
+  defaultDevice = device;
+  try {
+    return fn();
+  } finally {
+    defaultDevice = previous;
+  }
 }
 
 export function isFloating(dtype: DType): boolean {

@@ -2,7 +2,7 @@
 // call; shapes in the comments follow PyTorch's conventions.
 import { type DType, dtypeCode } from "./dtype.ts";
 import { native } from "./lib.ts";
-import { int64List, own, Tensor } from "./tensor.ts";
+import { check, int64List, own, ownOut, Tensor } from "./tensor.ts";
 
 const i64 = BigInt;
 
@@ -144,6 +144,34 @@ export function scaledDotProductAttention(
 ): Tensor {
   const pointer = native().dc_scaled_dot_product_attention(q.handle, k.handle, v.handle, mask?.handle ?? null, scale);
   return own(pointer, "scaled_dot_product_attention", mask ? [q, k, v, mask] : [q, k, v]);
+}
+
+/**
+ * Attention-guided token selection (the native op dc_select_tokens; the model-level API with the official ratio
+ * semantics is src/models/token_selection.ts). scores: (B, gridH*gridW) -> mask (B, N) bool (true = removed),
+ * idsKeep (B, K) int64 ascending, idsRestore (B, N) int64. No gradient flows through it.
+ */
+export function selectTokens(
+  scores: Tensor,
+  gridH: number,
+  gridW: number,
+  cell: number,
+  ratio: number,
+): { mask: Tensor; idsKeep: Tensor; idsRestore: Tensor } {
+  const out = new BigUint64Array(3);
+  const status = native().dc_select_tokens(
+    scores.handle,
+    i64(gridH),
+    i64(gridW),
+    i64(cell),
+    ratio,
+    out.subarray(0, 1),
+    out.subarray(1, 2),
+    out.subarray(2, 3),
+  );
+  check(status, "select_tokens", [scores]);
+  const [mask, idsKeep, idsRestore] = ownOut(out, 3, "select_tokens", [scores]);
+  return { mask, idsKeep, idsRestore };
 }
 
 function pair(value: number | [number, number]): [number, number] {

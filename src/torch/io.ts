@@ -86,7 +86,9 @@ export class SafeTensorsFile {
       const stat = file.statSync();
       if (!stat.isFile) throw new SafeTensorsError(path, "not a regular file");
       const fileSize = stat.size;
-      if (fileSize < 8) throw new SafeTensorsError(path, `file is ${fileSize} bytes, shorter than the 8-byte header length`);
+      if (fileSize < 8) {
+        throw new SafeTensorsError(path, `file is ${fileSize} bytes, shorter than the 8-byte header length`);
+      }
       const prefix = new Uint8Array(8);
       readExactly(file, 0, prefix, path, undefined);
       const headerLength = new DataView(prefix.buffer).getBigUint64(0, true);
@@ -246,8 +248,9 @@ export function writeSafeTensors(
   head.set(json, 8);
 
   const tmp = `${path}.tmp-${Deno.pid}`;
-  const file = Deno.openSync(tmp, { write: true, create: true, truncate: true });
+  let file: Deno.FsFile | null = null;
   try {
+    file = Deno.openSync(tmp, { write: true, create: true, truncate: true });
     writeAll(file, head);
     for (const { name, tensor, byteLength } of plan) {
       const bytes = tensor.toBytes();
@@ -258,15 +261,15 @@ export function writeSafeTensors(
     }
     file.syncSync();
     file.close();
+    file = null;
     Deno.renameSync(tmp, path);
   } catch (error) {
-    try {
-      file.close();
-    } catch { /* already closed */ }
+    file?.close();
     try {
       Deno.removeSync(tmp);
-    } catch { /* never created or already renamed */ }
-    throw error;
+    } catch { /* never created */ }
+    if (error instanceof SafeTensorsError) throw error;
+    throw new SafeTensorsError(path, `write failed: ${(error as Error).message}`);
   }
   syncParentDirectory(path);
 }
@@ -339,7 +342,9 @@ function parseEntry(raw: unknown, name: string, dataLength: number, path: string
     // Unknown dtypes skip this check: their element size is unknown, and they fail when read instead.
     const expected = (dims as number[]).reduce((a, b) => a * b, 1) * dtypeSize[known];
     if (expected !== end - begin) {
-      fail(`data_offsets [${begin}, ${end}] hold ${end - begin} bytes but ${stored}[${dims.join(", ")}] needs ${expected}`);
+      fail(
+        `data_offsets [${begin}, ${end}] hold ${end - begin} bytes but ${stored}[${dims.join(", ")}] needs ${expected}`,
+      );
     }
   }
   return { storedDtype: stored, shape: dims as number[], begin, end };

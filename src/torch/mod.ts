@@ -1,5 +1,5 @@
 // The tensor layer's public surface.
-export { type Device, type DType, dtypeSize, isFloating } from "./dtype.ts";
+export { type Device, type DType, dtypeSize, getDefaultDevice, isFloating, withDefaultDevice } from "./dtype.ts";
 export { TorchError } from "./errors.ts";
 export { libraryPath, NativeLibraryError } from "./lib.ts";
 export { enableGrad, inferenceMode, isGradEnabled, keep, noGrad, tidy } from "./scope.ts";

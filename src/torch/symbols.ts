@@ -1146,6 +1146,19 @@ export const symbols = {
     ],
     result: "pointer", /* dc_tensor */
   },
+  dc_select_tokens: {
+    parameters: [
+      "pointer", /* dc_tensor scores */
+      "i64", /* int64_t grid_h */
+      "i64", /* int64_t grid_w */
+      "i64", /* int64_t cell */
+      "f64", /* double ratio */
+      "buffer", /* dc_tensor* out_mask */
+      "buffer", /* dc_tensor* out_ids_keep */
+      "buffer", /* dc_tensor* out_ids_restore */
+    ],
+    result: "i32", /* int32_t */
+  },
   dc_bench_add_loop: {
     parameters: [
       "pointer", /* dc_tensor a */
@@ -1158,7 +1171,7 @@ export const symbols = {
 
 /** The integer codes of detailclip.h (op codes and the ABI version), without the DC_ prefix. */
 export const codes = {
-  ABI_VERSION: 1,
+  ABI_VERSION: 2,
   NEG: 0,
   EXP: 1,
   LOG: 2,

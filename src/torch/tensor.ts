@@ -1,7 +1,16 @@
 // tensor.ts: the Tensor class, a thin owner of one native handle. Every method is one FFI call plus, on failure,
 // a TorchError naming the op and the argument shapes. Lifetimes are explicit (dispose / `using` / scope.tidy);
 // the FinalizationRegistry is only a safety net, because V8 cannot see native or GPU memory.
-import { type Device, deviceCode, deviceFromCode, type DType, dtypeCode, dtypeFromCode, dtypeSize } from "./dtype.ts";
+import {
+  type Device,
+  deviceCode,
+  deviceFromCode,
+  type DType,
+  dtypeCode,
+  dtypeFromCode,
+  dtypeSize,
+  getDefaultDevice,
+} from "./dtype.ts";
 import { TorchError } from "./errors.ts";
 import { lastError, native } from "./lib.ts";
 import { keep, type Scoped, track } from "./scope.ts";
@@ -166,7 +175,7 @@ export class Tensor implements Scoped {
 
   get device(): Device {
     const code = native().dc_device(this.handle);
-    if (code < -1) fail("device", [this]);
+    if (code === -2) fail("device", [this]);
     return deviceFromCode(code);
   }
 
@@ -189,76 +198,76 @@ export class Tensor implements Scoped {
 
   // ---- factories -----------------------------------------------------------------------------------------------
   static empty(shape: readonly number[], options: TensorOptions = {}): Tensor {
-    const { dtype = "float32", device = "cpu" } = options;
+    const { dtype = "float32", device = getDefaultDevice() } = options;
     const dims = int64List(shape);
     return own(native().dc_empty(dims, i64(shape.length), dtypeCode(dtype), deviceCode(device)), "empty", []);
   }
 
   static zeros(shape: readonly number[], options: TensorOptions = {}): Tensor {
-    const { dtype = "float32", device = "cpu" } = options;
+    const { dtype = "float32", device = getDefaultDevice() } = options;
     const dims = int64List(shape);
     return own(native().dc_zeros(dims, i64(shape.length), dtypeCode(dtype), deviceCode(device)), "zeros", []);
   }
 
   static ones(shape: readonly number[], options: TensorOptions = {}): Tensor {
-    const { dtype = "float32", device = "cpu" } = options;
+    const { dtype = "float32", device = getDefaultDevice() } = options;
     const dims = int64List(shape);
     return own(native().dc_ones(dims, i64(shape.length), dtypeCode(dtype), deviceCode(device)), "ones", []);
   }
 
   static full(shape: readonly number[], value: number, options: TensorOptions = {}): Tensor {
-    const { dtype = "float32", device = "cpu" } = options;
+    const { dtype = "float32", device = getDefaultDevice() } = options;
     const dims = int64List(shape);
     return own(native().dc_full(dims, i64(shape.length), value, dtypeCode(dtype), deviceCode(device)), "full", []);
   }
 
   /** A 0-d tensor. */
   static scalar(value: number, options: TensorOptions = {}): Tensor {
-    const { dtype = "float32", device = "cpu" } = options;
+    const { dtype = "float32", device = getDefaultDevice() } = options;
     return own(native().dc_scalar_tensor(value, dtypeCode(dtype), deviceCode(device)), "scalar_tensor", []);
   }
 
   static arange(start: number, end: number, step = 1, options: TensorOptions = {}): Tensor {
-    const { dtype = "int64", device = "cpu" } = options;
+    const { dtype = "int64", device = getDefaultDevice() } = options;
     return own(native().dc_arange(start, end, step, dtypeCode(dtype), deviceCode(device)), "arange", []);
   }
 
   static linspace(start: number, end: number, steps: number, options: TensorOptions = {}): Tensor {
-    const { dtype = "float32", device = "cpu" } = options;
+    const { dtype = "float32", device = getDefaultDevice() } = options;
     return own(native().dc_linspace(start, end, i64(steps), dtypeCode(dtype), deviceCode(device)), "linspace", []);
   }
 
   static eye(n: number, options: TensorOptions = {}): Tensor {
-    const { dtype = "float32", device = "cpu" } = options;
+    const { dtype = "float32", device = getDefaultDevice() } = options;
     return own(native().dc_eye(i64(n), dtypeCode(dtype), deviceCode(device)), "eye", []);
   }
 
   /** U[0, 1) from the global (seeded) generator. */
   static rand(shape: readonly number[], options: TensorOptions = {}): Tensor {
-    const { dtype = "float32", device = "cpu" } = options;
+    const { dtype = "float32", device = getDefaultDevice() } = options;
     const dims = int64List(shape);
     return own(native().dc_rand(dims, i64(shape.length), dtypeCode(dtype), deviceCode(device)), "rand", []);
   }
 
   static randn(shape: readonly number[], options: TensorOptions = {}): Tensor {
-    const { dtype = "float32", device = "cpu" } = options;
+    const { dtype = "float32", device = getDefaultDevice() } = options;
     const dims = int64List(shape);
     return own(native().dc_randn(dims, i64(shape.length), dtypeCode(dtype), deviceCode(device)), "randn", []);
   }
 
   /** Integers in [low, high), int64. */
-  static randint(low: number, high: number, shape: readonly number[], device: Device = "cpu"): Tensor {
+  static randint(low: number, high: number, shape: readonly number[], device: Device = getDefaultDevice()): Tensor {
     const dims = int64List(shape);
     return own(native().dc_randint(i64(low), i64(high), dims, i64(shape.length), deviceCode(device)), "randint", []);
   }
 
-  static randperm(n: number, device: Device = "cpu"): Tensor {
+  static randperm(n: number, device: Device = getDefaultDevice()): Tensor {
     return own(native().dc_randperm(i64(n), deviceCode(device)), "randperm", []);
   }
 
   /** Copies raw little-endian element bytes (as safetensors stores them) into a new tensor. */
   static fromBytes(bytes: Uint8Array, shape: readonly number[], options: TensorOptions = {}): Tensor {
-    const { dtype = "float32", device = "cpu" } = options;
+    const { dtype = "float32", device = getDefaultDevice() } = options;
     const dims = int64List(shape);
     const pointer = native().dc_from_data(
       bytes,
@@ -285,7 +294,7 @@ export class Tensor implements Scoped {
     if (count !== data.length) {
       throw new TorchError("from_array", [dims], `shape holds ${count} elements but the data has ${data.length}`);
     }
-    const device = options.device ?? "cpu";
+    const device = options.device ?? getDefaultDevice();
     const dtype = options.dtype ?? inferDType(data);
     if (dtype === "float16" || dtype === "bfloat16") {
       const staged = Tensor.fromArray(Array.from(data as ArrayLike<number>, Number), dims, { dtype: "float32" });
@@ -882,7 +891,7 @@ export class Tensor implements Scoped {
 }
 
 function isDevice(value: string): boolean {
-  return value === "cpu" || value.startsWith("cuda");
+  return value === "cpu" || value === "meta" || value.startsWith("cuda");
 }
 
 function inferDType(data: readonly number[] | readonly boolean[] | TypedArray): DType {

@@ -1,0 +1,46 @@
+// main.ts: the command-line entry point; one file per command under cli/, dispatched by the first argument.
+import { NativeLibraryError } from "../src/torch/mod.ts";
+import { UsageError } from "./usage_error.ts";
+
+type Command = (args: string[]) => Promise<number>;
+
+const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  info: { summary: "parameter counts of a model preset", load: async () => (await import("./info.ts")).main },
+  golden: {
+    summary: "run one official training step from golden files and compare",
+    load: async () => (await import("./golden.ts")).main,
+  },
+};
+
+function usage(): string {
+  const lines = Object.entries(commands).map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`);
+  return ["usage: detailclip <command> [options]   (<command> --help for its options)", "", "commands:", ...lines].join(
+    "\n",
+  );
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    console.log(usage());
+    return name === undefined ? 2 : 0;
+  }
+  const command = commands[name];
+  if (command === undefined) {
+    console.error(`detailclip: unknown command '${name}'\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    return await (await command.load())(rest);
+  } catch (error) {
+    if (error instanceof UsageError || error instanceof NativeLibraryError) {
+      console.error(`detailclip ${name}: ${error.message}`);
+      return 2;
+    }
+    throw error;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await run(Deno.args));
+}

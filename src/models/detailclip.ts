@@ -1,0 +1,309 @@
+// detailclip.ts: the DetailCLIP model (SPEC §2–§3): a masked student ViT, an EMA teacher ViT whose CLS attention
+// chooses which patches the student sees, a CLIP text tower, an MAE-style one-block pixel decoder and a shared-
+// weight iBOT head for student and teacher. Members are registered in the official order, so state-dict keys and
+// order equal the official checkpoint's. The training forward follows SPEC §3.9 step by step, with the decisions
+// of SPEC §12 (no in-place CLS overwrite, any grid and cell size, mask ratio 0 without a crash).
+import { Block, Embedding, LayerNorm, Linear, Module, ModuleList } from "../nn/mod.ts";
+import { cat, emaUpdate_, noGrad, Tensor } from "../torch/mod.ts";
+import type { DetailClipConfig } from "./configs.ts";
+import { restoreSequence, sincosPosEmbed2d } from "./decoder.ts";
+import { IBOTHead } from "./heads.ts";
+import { selectTokens } from "./token_selection.ts";
+import { causalMask, encodeText, initTextTransformer, TextTransformer } from "./text.ts";
+import { MaskVisionTransformer } from "./vit.ts";
+
+/** Everything one training forward produces; B = batch, L = patches, K = iBOT prototypes, R = removed patches. */
+export interface DetailClipOutputs {
+  /** (B, L) teacher CLS attention to the patches (mean over layers and heads). */
+  attnU: Tensor;
+  attnV: Tensor;
+  /** (B, L) bool, true = removed from the student. */
+  maskU: Tensor;
+  maskV: Tensor;
+  /** (B, E) CLIP image embeddings of the masked views; (B, E) text embedding. */
+  imageEmbedU: Tensor;
+  imageEmbedV: Tensor;
+  textEmbed: Tensor;
+  /** exp(logit_scale), 0-d. */
+  logitScale: Tensor;
+  /** (2B, K) and (2B, L, K), ordered [u-batch; v-batch]. */
+  teacherCls: Tensor;
+  teacherPatch: Tensor;
+  studentCls: Tensor;
+  /** (2B, L, K) when the full student patch head was evaluated, else (2B, R, K) at `removedIds`. */
+  studentPatch: Tensor;
+  /** (2B, R) patch indices of the rows of studentPatch, or null when studentPatch covers every patch. */
+  removedIds: Tensor | null;
+  /** (B, L, P·P·3) pixel predictions of each view. */
+  reconstructionU: Tensor;
+  reconstructionV: Tensor;
+}
+
+export class DetailCLIP extends Module {
+  readonly config: DetailClipConfig;
+  readonly gridSize: number;
+  // Student CLIP.
+  readonly visual: MaskVisionTransformer;
+  readonly transformer: TextTransformer;
+  readonly token_embedding: Embedding;
+  readonly positional_embedding: Tensor; // (context, textWidth)
+  readonly ln_final: LayerNorm;
+  readonly image_projection: Tensor; // (visionWidth, E)
+  readonly text_projection: Tensor; // (textWidth, E)
+  readonly logit_scale: Tensor; // ()
+  // EMA teacher (SPEC §3.4): token/positional embeddings and ln_final are shared with the student.
+  readonly visual_ema: MaskVisionTransformer;
+  readonly transformer_e: TextTransformer;
+  readonly image_projection_e: Tensor;
+  readonly text_projection_e: Tensor;
+  // Pixel decoder.
+  readonly decoder_embed: Linear;
+  readonly mask_token: Tensor; // (1, 1, D)
+  readonly decoder_pos_embed: Tensor; // (1, 1+L, D), fixed
+  readonly decoder_blocks: ModuleList<Block>;
+  readonly decoder_norm: LayerNorm;
+  readonly reconstruction_pred: Linear;
+  // iBOT heads.
+  readonly ibot_head: IBOTHead;
+  readonly ibot_head_e: IBOTHead;
+  /** (context, context) additive causal mask; an attribute, not state (as in the official model). */
+  readonly #textMask: Tensor;
+
+  constructor(config: DetailClipConfig) {
+    super();
+    this.config = config;
+    const { vision, text, embedDim, decoder, ibot } = config;
+    this.gridSize = vision.imageSize / vision.patchSize;
+    const patchDim = vision.patchSize * vision.patchSize * 3;
+
+    this.visual = this.module("visual", new MaskVisionTransformer(vision));
+    this.transformer = this.module("transformer", new TextTransformer(text));
+    this.token_embedding = this.module("token_embedding", new Embedding(text.vocab, text.width));
+    this.positional_embedding = this.parameter("positional_embedding", Tensor.empty([text.context, text.width]));
+    this.ln_final = this.module("ln_final", new LayerNorm(text.width, { eps: 1e-5, castToFloat32: true }));
+    this.image_projection = this.parameter("image_projection", Tensor.empty([vision.width, embedDim]));
+    this.text_projection = this.parameter("text_projection", Tensor.empty([text.width, embedDim]));
+    this.logit_scale = this.parameter("logit_scale", Tensor.scalar(Math.log(1 / 0.07)));
+
+    this.visual_ema = this.module("visual_ema", new MaskVisionTransformer(vision));
+    this.transformer_e = this.module("transformer_e", new TextTransformer(text));
+    this.image_projection_e = this.parameter("image_projection_e", Tensor.empty([vision.width, embedDim]), false);
+    this.text_projection_e = this.parameter("text_projection_e", Tensor.empty([text.width, embedDim]), false);
+
+    this.decoder_embed = this.module("decoder_embed", new Linear(vision.width, vision.width));
+    this.mask_token = this.parameter("mask_token", Tensor.empty([1, 1, vision.width]));
+    const table = sincosPosEmbed2d(vision.width, this.gridSize);
+    const positions = Tensor.fromArray(table, [1, 1 + this.gridSize * this.gridSize, vision.width]);
+    this.decoder_pos_embed = this.parameter("decoder_pos_embed", positions, false);
+    const blocks = Array.from(
+      { length: decoder.depth },
+      () => new Block(vision.width, decoder.heads, { mlpRatio: decoder.mlpRatio, eps: 1e-6 }),
+    );
+    this.decoder_blocks = this.module("decoder_blocks", new ModuleList(blocks));
+    this.decoder_norm = this.module("decoder_norm", new LayerNorm(vision.width, { eps: 1e-6 }));
+    this.reconstruction_pred = this.module("reconstruction_pred", new Linear(vision.width, patchDim));
+
+    const head = { inDim: vision.width, outDim: ibot.outDim, hiddenDim: ibot.hiddenDim, bottleneckDim: ibot.bottleneckDim };
+    this.ibot_head = this.module("ibot_head", new IBOTHead(head));
+    this.ibot_head_e = this.module("ibot_head_e", new IBOTHead(head));
+    this.#textMask = causalMask(text.context).keep();
+
+    this.#initialize();
+  }
+
+  /** SPEC §3 initialisation, then the teacher as an exact frozen copy of the student. */
+  #initialize(): void {
+    const { vision, text } = this.config;
+    noGrad(() => {
+      this.token_embedding.weight.normal_(0, 0.02);
+      this.positional_embedding.normal_(0, 0.01);
+      initTextTransformer(this.transformer, text.width, text.layers);
+      this.image_projection.normal_(0, vision.width ** -0.5);
+      this.text_projection.normal_(0, text.width ** -0.5);
+      // MAE decoder: xavier weights; decoder_embed keeps its default bias, the block biases are zero.
+      this.decoder_embed.weight.xavierUniform_();
+      this.mask_token.normal_(0, 0.02);
+      for (const block of this.decoder_blocks) {
+        for (const [name, p] of block.namedParameters()) {
+          if (name.startsWith("norm")) continue;
+          if (name.endsWith("weight")) p.xavierUniform_();
+          else p.zero_();
+        }
+      }
+    });
+    this.#copyStudentToTeacher();
+  }
+
+  /** The teacher parts of SPEC §3.4 paired with their student sources, in the same (parameter) order. */
+  emaPairs(): { teacher: Tensor[]; student: Tensor[] } {
+    const teacher = [
+      ...this.visual_ema.parameters(),
+      ...this.transformer_e.parameters(),
+      ...this.ibot_head_e.parameters(),
+      this.image_projection_e,
+      this.text_projection_e,
+    ];
+    const student = [
+      ...this.visual.parameters(),
+      ...this.transformer.parameters(),
+      ...this.ibot_head.parameters(),
+      this.image_projection,
+      this.text_projection,
+    ];
+    if (teacher.length !== student.length) {
+      throw new Error(`EMA pairs: ${teacher.length} teacher tensors but ${student.length} student tensors`);
+    }
+    return { teacher, student };
+  }
+
+  #copyStudentToTeacher(): void {
+    const { teacher, student } = this.emaPairs();
+    noGrad(() => {
+      for (let i = 0; i < teacher.length; i++) teacher[i].copy_(student[i]);
+    });
+    for (const t of teacher) t.requiresGrad_(false);
+  }
+
+  /** θ_teacher ← m·θ_teacher + (1−m)·θ_student over exactly the SPEC §3.4 parts (one foreach call). */
+  updateTeacher(momentum: number): void {
+    const { teacher, student } = this.emaPairs();
+    emaUpdate_(teacher, student, momentum);
+  }
+
+  /** (B, context) int64 token ids -> (B, E); the EMA variant swaps in transformer_e and text_projection_e. */
+  encodeText(tokens: Tensor, options: { ema?: boolean } = {}): Tensor {
+    const ema = options.ema ?? false;
+    return encodeText({
+      tokenEmbedding: this.token_embedding,
+      positionalEmbedding: this.positional_embedding,
+      transformer: ema ? this.transformer_e : this.transformer,
+      lnFinal: this.ln_final,
+      projection: ema ? this.text_projection_e : this.text_projection,
+      mask: this.#textMask,
+    }, tokens);
+  }
+
+  /** (B, 3, H, W) -> (B, E) from the CLS token over all patches (no removal), student or EMA. */
+  encodeImage(images: Tensor, options: { ema?: boolean } = {}): Tensor {
+    const ema = options.ema ?? false;
+    const tower = ema ? this.visual_ema : this.visual;
+    const { tokens } = tower.forwardFeatures(images, {}); // (B, 1+L, D)
+    return tokens.select(1, 0).matmul(ema ? this.image_projection_e : this.image_projection); // (B, E)
+  }
+
+  /** MAE decoder: (B, 1+K, D) encoder tokens and (B, L) idsRestore -> (B, 1+L, D) after decoder_norm. */
+  forwardDecoder(latent: Tensor, idsRestore: Tensor): Tensor {
+    let x = this.decoder_embed.forward(latent); // (B, 1+K, D)
+    x = restoreSequence(x, this.mask_token, idsRestore); // (B, 1+L, D)
+    x = x.add(this.decoder_pos_embed);
+    for (const block of this.decoder_blocks) x = block.forward(x);
+    return this.decoder_norm.forward(x); // (B, 1+L, D)
+  }
+
+  /**
+   * The training forward of SPEC §3.9 on two views u, v: (B, 3, H, W) and captions text: (B, T), with the EMA
+   * update at `momentum` first. fullStudentPatch evaluates the student iBOT head on every patch (as the official
+   * code does); otherwise only at the removed patches, which is all the patch loss reads (SPEC §12.8).
+   */
+  forwardTrain(
+    u: Tensor,
+    v: Tensor,
+    text: Tensor,
+    momentum: number,
+    options: { fullStudentPatch?: boolean } = {},
+  ): DetailClipOutputs {
+    const batch = u.size(0);
+    const { maskRatio, maskCell } = this.config;
+
+    // 1. Teacher: EMA update, then both views un-masked with their CLS attention, then the teacher head.
+    const teacher = noGrad(() => {
+      this.updateTeacher(momentum);
+      const teacherU = this.visual_ema.forwardFeatures(u, { collectClsAttention: true }); // (B, 1+L, D), (B, L)
+      const teacherV = this.visual_ema.forwardFeatures(v, { collectClsAttention: true });
+      const logits = this.ibot_head_e.forward(cat([teacherU.tokens, teacherV.tokens], 0)); // (2B, 1+L, K)
+      return {
+        attnU: teacherU.clsAttention!,
+        attnV: teacherV.clsAttention!,
+        cls: logits.select(1, 0), // (2B, K)
+        patch: logits.slice(1, 1), // (2B, L, K)
+      };
+    });
+
+    // 2. Masks from the teacher attention: the top int(cells·ratio)+1 cells are kept.
+    const grid = { gridH: this.gridSize, gridW: this.gridSize, cell: maskCell, ratio: maskRatio };
+    const selectionU = selectTokens(teacher.attnU, grid);
+    const selectionV = selectTokens(teacher.attnV, grid);
+
+    // 3. Student encoder on the kept tokens; the CLIP image embedding comes from the masked view's CLS.
+    // With mask ratio 0 the student sees every token (the official gate), and the decoder gets the full sequence.
+    const removeTokens = this.training && maskRatio > 0;
+    const latentU = this.visual.forwardFeatures(u, { keep: removeTokens ? selectionU.idsKeep : undefined }).tokens;
+    const latentV = this.visual.forwardFeatures(v, { keep: removeTokens ? selectionV.idsKeep : undefined }).tokens;
+    const imageEmbedU = latentU.select(1, 0).matmul(this.image_projection); // (B, E)
+    const imageEmbedV = latentV.select(1, 0).matmul(this.image_projection); // (B, E)
+
+    // 4. Decoder and pixel predictions.
+    const restoreU = removeTokens ? selectionU.idsRestore : identityRestore(batch, this.gridSize ** 2);
+    const restoreV = removeTokens ? selectionV.idsRestore : identityRestore(batch, this.gridSize ** 2);
+    const decodedU = this.forwardDecoder(latentU, restoreU); // (B, 1+L, D)
+    const decodedV = this.forwardDecoder(latentV, restoreV); // (B, 1+L, D)
+    const reconstructionU = this.reconstruction_pred.forward(decodedU.slice(1, 1)); // (B, L, P·P·3)
+    const reconstructionV = this.reconstruction_pred.forward(decodedV.slice(1, 1)); // (B, L, P·P·3)
+
+    // 5–6. Student iBOT head: the encoder CLS (not the decoder's) and the decoder's patch tokens (SPEC §12.1).
+    const studentCls = this.ibot_head.forward(cat([latentU.select(1, 0), latentV.select(1, 0)], 0)); // (2B, K)
+    const decodedPatches = cat([decodedU.slice(1, 1), decodedV.slice(1, 1)], 0); // (2B, L, D)
+    let studentPatch: Tensor;
+    let removedIds: Tensor | null = null;
+    if (options.fullStudentPatch) {
+      studentPatch = this.ibot_head.forward(decodedPatches); // (2B, L, K)
+    } else {
+      removedIds = cat([removedPatchIds(selectionU), removedPatchIds(selectionV)], 0); // (2B, R)
+      const dim = decodedPatches.size(2);
+      const index = removedIds.unsqueeze(-1).expand([2 * batch, removedIds.size(1), dim]); // (2B, R, D)
+      studentPatch = this.ibot_head.forward(decodedPatches.gather(1, index)); // (2B, R, K)
+    }
+
+    // 7. Text, with the student tower.
+    const textEmbed = this.encodeText(text); // (B, E)
+
+    return {
+      attnU: teacher.attnU,
+      attnV: teacher.attnV,
+      maskU: selectionU.mask,
+      maskV: selectionV.mask,
+      imageEmbedU,
+      imageEmbedV,
+      textEmbed,
+      logitScale: this.logit_scale.exp(),
+      teacherCls: teacher.cls,
+      teacherPatch: teacher.patch,
+      studentCls,
+      studentPatch,
+      removedIds,
+      reconstructionU,
+      reconstructionV,
+    };
+  }
+
+  /** Clamps the logit scale to [0, ln 100] in place (after every optimizer step, SPEC §3.3). */
+  clampLogitScale(): void {
+    noGrad(() => this.logit_scale.clamp_(0, Math.log(100)));
+  }
+
+  override dispose(): void {
+    super.dispose();
+    this.#textMask.dispose();
+  }
+}
+
+/** (B, R) indices of the removed patches in raster order: the tail of the [kept, removed] shuffle. */
+function removedPatchIds(selection: { idsKeep: Tensor; idsRestore: Tensor }): Tensor {
+  const shuffle = selection.idsRestore.argsort(1, { stable: true }); // (B, L): kept ascending, then removed ascending
+  return shuffle.slice(1, selection.idsKeep.size(1)); // (B, R)
+}
+
+/** ids_restore of a sequence nothing was removed from: (B, L) = 0..L-1 per row. */
+function identityRestore(batch: number, length: number): Tensor {
+  return Tensor.arange(0, length).unsqueeze(0).expand([batch, length]);
+}
