@@ -188,7 +188,13 @@ leakFreeTest("a Record input keeps its key order and loadSafeTensors reads every
 
 leakFreeTest("metadata round trips, including non-ASCII text and JSON escapes", (dir) => {
   const path = `${dir}/meta.safetensors`;
-  const metadata = { format: "pt", note: "naïve ✓ 漢字", quote: 'a"b\\c\n', "1": "integer-like key" };
+  const metadata = Object.fromEntries([
+    ["format", "pt"],
+    ["note", "naïve ✓ 漢字"],
+    ["quote", 'a"b\\c\n'],
+    ["1", "integer-like key"],
+    ["__proto__", "a plain key, not a prototype"],
+  ]);
   using t = Tensor.ones([2]);
   writeSafeTensors(path, { t }, metadata);
   const header = headerOf(path);
@@ -275,7 +281,12 @@ leakFreeTest("golden weights.safetensors: 157 tensors with the shapes meta.json'
       "ibot_head_e.last_layer2.weight_v",
     ],
   );
-  assertSameBytes(file.readBytes("ibot_head.last_layer2.weight_v"), file.readBytes("ibot_head.last_layer.weight_v"));
+  const shared = "the shared head's last_layer2 duplicates last_layer";
+  assertSameBytes(
+    file.readBytes("ibot_head.last_layer2.weight_v"),
+    file.readBytes("ibot_head.last_layer.weight_v"),
+    shared,
+  );
   const patches = (224 / 16) ** 2;
   const expected: Record<string, number[]> = {
     "visual.pos_embed": [1, patches + 1, h.vision_width],
@@ -666,11 +677,13 @@ leakFreeTest("unknown dtypes fail when that tensor is read, not when the file is
     `${dir}/fp8.safetensors`,
     '{"ok":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},' +
       '"fp8":{"dtype":"F8_E4M3","shape":[4],"data_offsets":[4,8]},' +
-      '"u16":{"dtype":"U16","shape":[2],"data_offsets":[4,8]}}',
+      '"u16":{"dtype":"U16","shape":[2],"data_offsets":[4,8]},' +
+      '"proto":{"dtype":"constructor","shape":[1],"data_offsets":[4,8]}}',
     Uint8Array.from([0, 0, 64, 64, 1, 2, 3, 4]),
   );
   using file = SafeTensorsFile.open(path);
-  deepStrictEqual(file.names(), ["ok", "fp8", "u16"]);
+  deepStrictEqual(file.names(), ["ok", "fp8", "u16", "proto"]);
+  assertCorrupt(() => file.tensor("proto"), path, /unsupported dtype 'constructor'/, "proto");
   strictEqual(file.storedDtype("fp8"), "F8_E4M3");
   using ok3 = file.tensor("ok");
   deepStrictEqual(ok3.toArray(), [3]);

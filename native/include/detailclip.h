@@ -285,8 +285,9 @@ DC_API dc_tensor dc_grad_norm(const dc_tensor* params, int64_t n);
 
 /* ---- token selection (attention-guided token removal, SPEC 3.5/3.6; CPU reference in prune.cpp) ------------ */
 /* scores (B, grid_h*grid_w) float, e.g. the teacher's CLS->patch attention. Pools each cell x cell block of patches
- * into one cell score (cell 2: PyTorch's exact bilinear 2x downsampling arithmetic; otherwise the block mean), keeps
- * the top min(floor(C*ratio) + 1, C) of the C cells (descending, ties to the lower index) and removes the rest.
+ * into one cell score (the block mean accumulated in double: for cell 2 bit-identical to the official bilinear 2x
+ * resize on libtorch 1.13), keeps the top min(floor(C*ratio) + 1, C) of the C cells (descending, ties to the lower
+ * index) and removes the rest.
  * Writes out_mask (B, N) bool (true = removed), out_ids_keep (B, K) int64 (kept patches, ascending raster order,
  * K the same for every image) and out_ids_restore (B, N) int64 (inverse permutation of [kept, removed ascending]).
  * grid_h and grid_w must be divisible by cell; ratio must lie in [0, 1]. No gradient flows through it. */

@@ -12,31 +12,28 @@
 
 namespace {
 
-// Cell scores (C = (grid_h/cell) * (grid_w/cell), raster order) of one image's patch scores (grid_h * grid_w).
-// cell == 2 reproduces PyTorch's CPU upsample_bilinear2d(align_corners=False) for an exact 2x reduction: both source
-// taps get weight 0.5, the width pass runs first on each of the two rows, then the height pass combines them. The
-// rounding of that order differs from a 4-term mean in the last bit, which can swap two cells in the ranking, and
-// the official masks come from the bilinear path. Other cell sizes (not in the official code) use the block mean,
-// accumulated in double.
+// Cell scores (C = (grid_h/cell) * (grid_w/cell), raster order) of one image's patch scores (grid_h * grid_w): the
+// block mean, summed in double in raster order and rounded once to the score type.
+// For cell 2 this is bit for bit what the official F.interpolate(attn (B,1,14,14), (7,7), bilinear) computes on
+// libtorch 1.13's CPU, where the golden masks come from: a (B,1,H,W) tensor also counts as channels-last contiguous,
+// so upsample_bilinear2d takes its channels-last kernel, which weighs the four taps by 0.25 and accumulates in
+// acc_type<float> = double in the order (h0,w0), (h0,w1), (h1,w0), (h1,w1), i.e. raster order (scaling each tap by
+// 0.25 or the sum by 1/4 is the same in binary floating point). A float mean, or the NCHW kernel's width-then-height
+// float order, differs in the last bit for about one cell in four, enough to swap two cells in the ranking. The op
+// keeps this arithmetic whatever libtorch it is built against.
 template <typename scalar_t>
 void pool_cells(const scalar_t* scores, int64_t grid_h, int64_t grid_w, int64_t cell, scalar_t* out) {
   const int64_t cells_h = grid_h / cell;
   const int64_t cells_w = grid_w / cell;
-  const scalar_t half = static_cast<scalar_t>(0.5);
+  const double taps = static_cast<double>(cell * cell);
   for (int64_t r = 0; r < cells_h; ++r) {
     for (int64_t c = 0; c < cells_w; ++c) {
       const scalar_t* block = scores + (r * cell) * grid_w + c * cell;
-      if (cell == 2) {
-        const scalar_t top = block[0] * half + block[1] * half;
-        const scalar_t bottom = block[grid_w] * half + block[grid_w + 1] * half;
-        out[r * cells_w + c] = top * half + bottom * half;
-      } else {
-        double sum = 0.0;
-        for (int64_t i = 0; i < cell; ++i) {
-          for (int64_t j = 0; j < cell; ++j) sum += static_cast<double>(block[i * grid_w + j]);
-        }
-        out[r * cells_w + c] = static_cast<scalar_t>(sum / static_cast<double>(cell * cell));
+      double sum = 0.0;
+      for (int64_t i = 0; i < cell; ++i) {
+        for (int64_t j = 0; j < cell; ++j) sum += static_cast<double>(block[i * grid_w + j]);
       }
+      out[r * cells_w + c] = static_cast<scalar_t>(sum / taps);
     }
   }
 }

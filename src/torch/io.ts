@@ -26,20 +26,20 @@ export interface TensorInfo {
   byteLength: number;
 }
 
-/** The safetensors dtype strings we can hold, and back. */
-const fromStored: Record<string, DType> = {
-  F32: "float32",
-  F64: "float64",
-  F16: "float16",
-  BF16: "bfloat16",
-  I64: "int64",
-  I32: "int32",
-  U8: "uint8",
-  BOOL: "bool",
-  I8: "int8",
-  I16: "int16",
-};
-const toStored = Object.fromEntries(Object.entries(fromStored).map(([k, v]) => [v, k])) as Record<DType, string>;
+/** The safetensors dtype strings we can hold, and back. A Map, so a dtype like "constructor" is not found. */
+const fromStored = new Map<string, DType>([
+  ["F32", "float32"],
+  ["F64", "float64"],
+  ["F16", "float16"],
+  ["BF16", "bfloat16"],
+  ["I64", "int64"],
+  ["I32", "int32"],
+  ["U8", "uint8"],
+  ["BOOL", "bool"],
+  ["I8", "int8"],
+  ["I16", "int16"],
+]);
+const toStored = Object.fromEntries([...fromStored].map(([k, v]) => [v, k])) as Record<DType, string>;
 
 /** The reference implementation's cap (MAX_HEADER_SIZE); a larger length means a corrupt or hostile file. */
 const MAX_HEADER_BYTES = 100_000_000;
@@ -182,9 +182,9 @@ export class SafeTensorsFile {
 
   /** Maps the stored dtype, failing here (at read time) rather than at open, so other tensors stay loadable. */
   #dtype(name: string, entry: Entry): DType {
-    const dtype = fromStored[entry.storedDtype];
+    const dtype = fromStored.get(entry.storedDtype);
     if (dtype === undefined) {
-      const known = Object.keys(fromStored).join(", ");
+      const known = [...fromStored.keys()].join(", ");
       throw new SafeTensorsError(this.path, `unsupported dtype '${entry.storedDtype}' (supported: ${known})`, name);
     }
     return dtype;
@@ -300,7 +300,7 @@ function parseHeader(
   const record = header as Record<string, unknown>;
   const keys = topLevelKeys(text, path);
 
-  const metadata: Record<string, string> = {};
+  let metadata: Record<string, string> = {};
   const rawMetadata = record[METADATA_KEY];
   if (rawMetadata !== undefined) {
     if (typeof rawMetadata !== "object" || rawMetadata === null || Array.isArray(rawMetadata)) {
@@ -308,8 +308,9 @@ function parseHeader(
     }
     for (const [key, value] of Object.entries(rawMetadata)) {
       if (typeof value !== "string") throw new SafeTensorsError(path, `${METADATA_KEY}['${key}'] is not a string`);
-      metadata[key] = value;
     }
+    // fromEntries defines keys as data, so even a "__proto__" key survives.
+    metadata = Object.fromEntries(Object.entries(rawMetadata));
   }
 
   const entries = new Map<string, Entry>();
@@ -337,7 +338,7 @@ function parseEntry(raw: unknown, name: string, dataLength: number, path: string
   if (begin > end) fail(`data_offsets [${begin}, ${end}] end before they begin`);
   if (end > dataLength) fail(`data_offsets [${begin}, ${end}] run past the ${dataLength}-byte data section`);
   const stored = dtype as string;
-  const known = fromStored[stored];
+  const known = fromStored.get(stored);
   if (known !== undefined) {
     // Unknown dtypes skip this check: their element size is unknown, and they fail when read instead.
     const expected = (dims as number[]).reduce((a, b) => a * b, 1) * dtypeSize[known];
