@@ -51,20 +51,22 @@ const w = Tensor.randn([64, 64]).mul(0.1).keep();
 const bias = Tensor.zeros([64]).keep();
 const gamma = Tensor.ones([64]).keep();
 function sequence(): void {
-  noGrad(() => tidy(() => {
-    let h = x;
-    for (let i = 0; i < 100; i++) {
-      const y = F.linear(h, w, bias); // 1
-      const g = y.gelu(); // 2
-      const n = F.layerNorm(g, [64], gamma, bias, 1e-6); // 3
-      const r = n.add(h); // 4
-      const s = F.softmax(r.mul(0.5), -1); // 5, 6
-      const t = s.transpose(0, 1); // 7
-      const m = s.matmul(t); // 8
-      const total = m.sum(); // 9
-      h = r.sub(total.mul(1e-3)); // 10 (+1)
-    }
-  }));
+  noGrad(() =>
+    tidy(() => {
+      let h = x;
+      for (let i = 0; i < 100; i++) {
+        const y = F.linear(h, w, bias); // 1
+        const g = y.gelu(); // 2
+        const n = F.layerNorm(g, [64], gamma, bias, 1e-6); // 3
+        const r = n.add(h); // 4
+        const s = F.softmax(r.mul(0.5), -1); // 5, 6
+        const t = s.transpose(0, 1); // 7
+        const m = s.matmul(t); // 8
+        const total = m.sum(); // 9
+        h = r.sub(total.mul(1e-3)); // 10 (+1)
+      }
+    })
+  );
 }
 const sequenceOps = 1100;
 for (let i = 0; i < 5; i++) sequence();
@@ -103,12 +105,16 @@ if (Deno.args.includes("--json")) {
   const f = (v: number): string => v.toFixed(0);
   console.log(`trivial op (a + b, 1 element), ${iterations} iterations, median of ${rounds}:`);
   console.log(`  native loop (C++ new handle + free):   ${f(perOpNative)} ns/op`);
-  console.log(`  TS wrapper, explicit dispose:           ${f(perOpWrapper)} ns/op  (+${f(perOpWrapper - perOpNative)} ns)`);
+  console.log(
+    `  TS wrapper, explicit dispose:           ${f(perOpWrapper)} ns/op  (+${f(perOpWrapper - perOpNative)} ns)`,
+  );
   console.log(`  TS wrapper, freed by tidy():            ${f(perOpScoped)} ns/op  (+${f(overheadPerOp)} ns)`);
   console.log(`1100-op model-like sequence on (8, 64):`);
   console.log(`  detailclip: ${sequenceMs.toFixed(2)} ms; outside libtorch: ${(outsideShare * 100).toFixed(1)}%`);
   if (pytorchMs !== null) {
-    console.log(`  PyTorch eager (python3-torch): ${pytorchMs.toFixed(2)} ms; ratio ${(pytorchMs / sequenceMs).toFixed(2)}x`);
+    console.log(
+      `  PyTorch eager (python3-torch): ${pytorchMs.toFixed(2)} ms; ratio ${(pytorchMs / sequenceMs).toFixed(2)}x`,
+    );
   } else {
     console.log("  PyTorch eager baseline unavailable (/usr/bin/python3 cannot import torch)");
   }

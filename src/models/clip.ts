@@ -60,7 +60,11 @@ export class CLIP extends Module {
 
   /** One contrastive forward: embeddings of images and captions plus exp(logit_scale). */
   forward(images: Tensor, text: Tensor): { imageEmbed: Tensor; textEmbed: Tensor; logitScale: Tensor } {
-    return { imageEmbed: this.encodeImage(images), textEmbed: this.encodeText(text), logitScale: this.logit_scale.exp() };
+    return {
+      imageEmbed: this.encodeImage(images),
+      textEmbed: this.encodeText(text),
+      logitScale: this.logit_scale.exp(),
+    };
   }
 
   clampLogitScale(): void {

@@ -103,7 +103,12 @@ export class DetailCLIP extends Module {
     this.decoder_norm = this.module("decoder_norm", new LayerNorm(vision.width, { eps: 1e-6 }));
     this.reconstruction_pred = this.module("reconstruction_pred", new Linear(vision.width, patchDim));
 
-    const head = { inDim: vision.width, outDim: ibot.outDim, hiddenDim: ibot.hiddenDim, bottleneckDim: ibot.bottleneckDim };
+    const head = {
+      inDim: vision.width,
+      outDim: ibot.outDim,
+      hiddenDim: ibot.hiddenDim,
+      bottleneckDim: ibot.bottleneckDim,
+    };
     this.ibot_head = this.module("ibot_head", new IBOTHead(head));
     this.ibot_head_e = this.module("ibot_head_e", new IBOTHead(head));
     this.#textMask = causalMask(text.context).keep();

@@ -171,6 +171,11 @@ export abstract class Module {
     return this;
   }
 
+  /** Drops the gradient of every parameter (set to none). */
+  zeroGrad(): void {
+    for (const [, p] of this.namedParameters()) p.zeroGrad(true);
+  }
+
   numParameters(options: { trainableOnly?: boolean } = {}): number {
     let total = 0;
     for (const [, p] of this.namedParameters()) if (!options.trainableOnly || p.requiresGrad) total += p.numel;

@@ -1,0 +1,255 @@
+// golden.ts: `deno task golden --ref DIR [--out DIR2]` runs one official DetailCLIP training step from golden files
+// (shared/golden/ layout: meta.json, weights/inputs safetensors) and compares every tensor it produces with DIR's
+// outputs/grads/after files under the tolerances of shared/golden/README.md. It prints the worst tensor of each file
+// and exits 1 when any tolerance is exceeded. Nothing is specialised to one configuration: dims come from meta.json.
+import { parseArgs } from "node:util";
+import { z } from "zod";
+import { configFromGoldenHyper } from "../src/models/configs.ts";
+import { DetailCLIP, type DetailClipOutputs } from "../src/models/detailclip.ts";
+import { detailClipLoss, IBOTLoss } from "../src/losses/mod.ts";
+import {
+  compareTensor,
+  type FileResult,
+  fmt,
+  type Rule,
+  summarize,
+  type TensorResult,
+} from "../src/train/golden_compare.ts";
+import { AdamW, officialParamGroups } from "../src/train/optimizer.ts";
+import { loadSafeTensors, manualSeed, SafeTensorsFile, type Tensor, tidy, writeSafeTensors } from "../src/torch/mod.ts";
+import { UsageError } from "./usage_error.ts";
+
+const help = `usage: deno task golden --ref DIR [--out DIR2]
+
+Runs one official DetailCLIP training step (EMA update, teacher, masks, student, decoder, heads, text, losses,
+center update, backward, AdamW with the official parameter groups, logit-scale clamp) from DIR/meta.json,
+DIR/weights.safetensors and DIR/inputs.safetensors; compares with DIR/{outputs,grads,after}.safetensors where
+present; writes ours to DIR2 when --out is given. Exit status 1 when a tolerance is exceeded.`;
+
+const MetaSchema = z.object({
+  hyper: z.record(z.number()),
+  momentum: z.number(),
+  mask_ratio: z.number(),
+  lr: z.number(),
+  wd: z.number(),
+  betas: z.tuple([z.number(), z.number()]),
+  eps: z.number(),
+  epoch: z.number().int(),
+  teacher_temp_cls: z.number().optional(),
+  teacher_temp_patch: z.number().optional(),
+  student_temp: z.number().optional(),
+  center_momentum: z.number().optional(),
+}).passthrough();
+
+export async function main(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: { ref: { type: "string" }, out: { type: "string" }, help: { type: "boolean", short: "h" } },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(help);
+    return 0;
+  }
+  if (!values.ref) throw new UsageError("--ref DIR is required (a folder with meta.json and weights/inputs files)");
+  const ref = values.ref.replace(/\/$/, "");
+  const metaText = await Deno.readTextFile(`${ref}/meta.json`).catch((e) => {
+    throw new UsageError(`--ref: cannot read ${ref}/meta.json (${e.message})`);
+  });
+  const parsed = MetaSchema.safeParse(JSON.parse(metaText));
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
+    throw new UsageError(`${ref}/meta.json: ${issues}`);
+  }
+  const meta = parsed.data;
+  const produced = runGoldenStep(ref, meta);
+  try {
+    if (values.out) {
+      await Deno.mkdir(values.out, { recursive: true });
+      writeSafeTensors(`${values.out}/outputs.safetensors`, produced.outputs);
+      writeSafeTensors(`${values.out}/grads.safetensors`, produced.grads);
+      writeSafeTensors(`${values.out}/after.safetensors`, produced.after);
+      console.log(`wrote outputs, grads and after to ${values.out}`);
+    }
+    const results = compareAll(ref, produced);
+    return report(results) ? 0 : 1;
+  } finally {
+    for (const map of [produced.outputs, produced.grads, produced.after]) for (const t of map.values()) t.dispose();
+  }
+}
+
+interface Produced {
+  outputs: Map<string, Tensor>;
+  grads: Map<string, Tensor>;
+  after: Map<string, Tensor>;
+}
+
+/** The official step, in the official order (shared/golden/README.md "Step order"). */
+function runGoldenStep(ref: string, meta: z.infer<typeof MetaSchema>): Produced {
+  manualSeed(meta.hyper.seed ?? 0);
+  const config = configFromGoldenHyper(meta.hyper, meta.mask_ratio);
+  const model = new DetailCLIP(config);
+  const weights = loadSafeTensors(`${ref}/weights.safetensors`);
+  try {
+    model.loadStateDict(weights, { strict: true, where: `${ref}/weights.safetensors` });
+  } finally {
+    for (const t of weights.values()) t.dispose();
+  }
+  model.train();
+  const inputs = loadSafeTensors(`${ref}/inputs.safetensors`);
+  const need = (name: string): Tensor => {
+    const t = inputs.get(name);
+    if (t === undefined) throw new UsageError(`${ref}/inputs.safetensors has no tensor '${name}'`);
+    return t;
+  };
+  const ibot = new IBOTLoss({
+    outDim: config.ibot.outDim,
+    patchOutDim: config.ibot.patchOutDim,
+    studentTemp: meta.student_temp ?? 0.1,
+    centerMomentum: meta.center_momentum ?? 0.9,
+    centerMomentum2: meta.center_momentum ?? 0.9,
+  });
+  const optimizer = new AdamW(officialParamGroups(model.namedParameters(), meta.wd), {
+    betas: meta.betas,
+    eps: meta.eps,
+  });
+  const outputs = new Map<string, Tensor>();
+  const grads = new Map<string, Tensor>();
+  const after = new Map<string, Tensor>();
+  try {
+    tidy(() => {
+      const momentum = need("momentum").item();
+      const u = need("u");
+      const v = need("v");
+      const out = model.forwardTrain(u, v, need("text"), momentum, { fullStudentPatch: true });
+      const losses = detailClipLoss(out, { u, v }, ibot, meta.epoch, { patchSize: config.vision.patchSize });
+      collectOutputs(model, out, losses, ibot, outputs);
+      losses.loss.backward();
+      for (const [name, p] of model.namedTrainableParameters()) {
+        const grad = p.grad;
+        if (grad === null) throw new Error(`golden: trainable parameter ${name} received no gradient`);
+        grads.set(name, grad.keep());
+      }
+      optimizer.step(meta.lr);
+      model.clampLogitScale();
+      for (const [name, p] of model.namedParameters()) after.set(name, p.detach().clone().keep());
+    });
+  } finally {
+    for (const t of inputs.values()) t.dispose();
+    optimizer.dispose();
+    ibot.dispose();
+    model.dispose();
+  }
+  return { outputs, grads, after };
+}
+
+function collectOutputs(
+  model: DetailCLIP,
+  out: DetailClipOutputs,
+  losses: Record<string, Tensor>,
+  ibot: IBOTLoss,
+  into: Map<string, Tensor>,
+): void {
+  const keep = (name: string, t: Tensor): void => {
+    into.set(name, t.detach().clone().keep());
+  };
+  keep("attn_u", out.attnU);
+  keep("attn_v", out.attnV);
+  keep("mask_u", out.maskU);
+  keep("mask_v", out.maskV);
+  keep("img_embed_u", out.imageEmbedU);
+  keep("img_embed_v", out.imageEmbedV);
+  keep("text_embed", out.textEmbed);
+  keep("logit_scale", out.logitScale);
+  keep("teacher_ibot_cls", out.teacherCls);
+  keep("teacher_ibot_patch", out.teacherPatch);
+  keep("student_ibot_cls", out.studentCls);
+  keep("student_ibot_patch", out.studentPatch);
+  keep("u_s_reconstructed", out.reconstructionU);
+  keep("v_s_reconstructed", out.reconstructionV);
+  keep("ibot_center_after", ibot.center);
+  keep("ibot_center2_after", ibot.center2);
+  for (const [name, value] of Object.entries(losses)) keep(`loss.${name}`, value);
+  const teacherPrefixes = ["visual_ema.", "transformer_e.", "ibot_head_e.", "image_projection_e", "text_projection_e"];
+  for (const [name, value] of model.stateDict()) {
+    if (teacherPrefixes.some((p) => name.startsWith(p))) keep(`ema_after.${name}`, value);
+  }
+}
+
+function compareAll(ref: string, produced: Produced): FileResult[] {
+  const results: FileResult[] = [];
+  const forward: Rule = { kind: "relative", rtol: 1e-4, atol: 1e-5 };
+  const compareFile = (file: string, ours: Map<string, Tensor>, ruleFor: (name: string, ref: Tensor) => Rule) => {
+    let reference: SafeTensorsFile;
+    try {
+      reference = SafeTensorsFile.open(`${ref}/${file}`);
+    } catch {
+      console.log(`${file}: not in ${ref}, not compared`);
+      return;
+    }
+    const scores: TensorResult[] = [];
+    const missing: string[] = [];
+    try {
+      for (const name of reference.names()) {
+        const mine = ours.get(name);
+        if (mine === undefined) {
+          missing.push(name);
+          continue;
+        }
+        const expected = reference.tensor(name);
+        try {
+          scores.push(compareTensor(name, mine, expected, ruleFor(name, expected)));
+        } finally {
+          expected.dispose();
+        }
+      }
+    } finally {
+      reference.close();
+    }
+    results.push(summarize(file, scores, missing));
+  };
+  compareFile(
+    "outputs.safetensors",
+    produced.outputs,
+    (name) => name.startsWith("mask_") ? { kind: "exact" } : forward,
+  );
+  compareFile("grads.safetensors", produced.grads, () => ({ kind: "max-relative", tol: 1e-3 }));
+  const gradRef = (() => {
+    try {
+      return SafeTensorsFile.open(`${ref}/grads.safetensors`);
+    } catch {
+      return null;
+    }
+  })();
+  const gradTensors: Tensor[] = [];
+  try {
+    compareFile("after.safetensors", produced.after, (name) => {
+      if (gradRef?.has(name)) {
+        const where = gradRef.tensor(name);
+        gradTensors.push(where);
+        return { kind: "absolute-where", atol: 1e-5, where, threshold: 1e-6 };
+      }
+      return { kind: "relative", rtol: 0, atol: 1e-5 };
+    });
+  } finally {
+    gradRef?.close();
+    for (const t of gradTensors) t.dispose();
+  }
+  return results;
+}
+
+function report(results: FileResult[]): boolean {
+  let ok = true;
+  for (const r of results) {
+    const passed = r.failures.length === 0 && r.missing.length === 0;
+    ok &&= passed;
+    const worst = r.worst
+      ? `worst ${r.worst.name}: ${r.worst.detail} (score ${fmt(r.worst.score)})`
+      : "nothing compared";
+    console.log(`${passed ? "PASS" : "FAIL"} ${r.file}: ${r.compared} tensors; ${worst}`);
+    for (const f of r.failures.slice(0, 10)) console.log(`  exceeds tolerance: ${f.name}: ${f.detail}`);
+    if (r.missing.length) console.log(`  not produced: ${r.missing.slice(0, 10).join(", ")}`);
+  }
+  console.log(ok ? "golden: all tensors within tolerance" : "golden: tolerance exceeded");
+  return ok;
+}
