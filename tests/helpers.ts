@@ -149,3 +149,7 @@ export function strides(shape: readonly number[]): number[] {
   for (let i = shape.length - 2; i >= 0; i--) out[i] = out[i + 1] * shape[i + 1];
   return out;
 }
+
+/** The golden reference folder: $DETAILCLIP_GOLDEN, else shared/golden/tiny beside the repository (as CI lays it). */
+export const GOLDEN_DIR: string = Deno.env.get("DETAILCLIP_GOLDEN") ??
+  new URL("../../shared/golden/tiny", import.meta.url).pathname;

@@ -13,9 +13,9 @@ import {
   type ReconstructionLossOptions,
 } from "../src/losses/mod.ts";
 import { cat, liveTensors, noGrad, SafeTensorsFile, Tensor, tidy } from "../src/torch/mod.ts";
-import { assert, assertClose, assertEquals, assertThrows, uniformValues } from "./helpers.ts";
+import { assert, assertClose, assertEquals, assertThrows, GOLDEN_DIR, uniformValues } from "./helpers.ts";
 
-const GOLDEN = Deno.env.get("DETAILCLIP_GOLDEN") ?? "/work/shared/golden/tiny";
+const GOLDEN = GOLDEN_DIR;
 /** golden/README.md: forward outputs and losses within 1e-4 relative (or 1e-5 absolute near zero). */
 const GOLDEN_TOL = { rtol: 1e-4, atol: 1e-5 };
 

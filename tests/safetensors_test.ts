@@ -12,8 +12,9 @@ import {
   Tensor,
   writeSafeTensors,
 } from "../src/torch/mod.ts";
+import { GOLDEN_DIR } from "./helpers.ts";
 
-const GOLDEN = "/work/shared/golden/tiny";
+const GOLDEN = GOLDEN_DIR;
 const PYTHON = "/usr/bin/python3";
 
 /** Registers a test that fails if it leaves native tensor handles alive. */

@@ -14,9 +14,9 @@ import {
   TorchError,
   torchVersion,
 } from "../src/torch/mod.ts";
-import { assert, assertEquals, assertThrows, rng, uniformValues } from "./helpers.ts";
+import { assert, assertEquals, assertThrows, GOLDEN_DIR, rng, uniformValues } from "./helpers.ts";
 
-const GOLDEN = Deno.env.get("DETAILCLIP_GOLDEN") ?? "/work/shared/golden/tiny";
+const GOLDEN = GOLDEN_DIR;
 
 function test(name: string, fn: () => void, options: { ignore?: boolean } = {}): void {
   Deno.test({

@@ -8,10 +8,10 @@ import { causalMask, encodeText, initTextTransformer, type TextParts, TextTransf
 import { MaskVisionTransformer } from "../src/models/vit.ts";
 import { Embedding, LayerNorm, type Module } from "../src/nn/mod.ts";
 import { cat, liveTensors, manualSeed, noGrad, SafeTensorsFile, Tensor, tidy } from "../src/torch/mod.ts";
-import { assert, assertClose, assertEquals } from "./helpers.ts";
+import { assert, assertClose, assertEquals, GOLDEN_DIR } from "./helpers.ts";
 import { assertAllClose, leakFreeTest, perturb, prefixedState, torchReference } from "./torch_reference.ts";
 
-const GOLDEN = "/work/shared/golden/tiny";
+const GOLDEN = GOLDEN_DIR;
 
 function withModules<R>(modules: Module[], fn: () => R): R {
   try {

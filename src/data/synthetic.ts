@@ -550,7 +550,7 @@ function centreCropBox(width: number, height: number, ratio: readonly [number, n
  * coordinates clamped to the crop. Returns unrounded values so the colour jitter rounds only once.
  */
 export function resizeCropBilinear(pixels: Uint8Array, width: number, height: number, box: CropBox): Float32Array {
-  const x0s = new Int32Array(width), x1s = new Int32Array(width), wxs = new Float32Array(width);
+  const x0s = new Int32Array(width), x1s = new Int32Array(width), wxs = new Float64Array(width);
   for (let x = 0; x < width; x++) {
     const sx = Math.max(0, (x + 0.5) * (box.width / width) - 0.5);
     const ix = Math.min(Math.floor(sx), box.width - 1);
@@ -577,17 +577,17 @@ function resizeRow(
   wy: number,
   x0s: Int32Array,
   x1s: Int32Array,
-  wxs: Float32Array,
+  wxs: Float64Array,
 ): void {
+  // torch's upsample_bilinear2d arithmetic: (1 - wy)·((1 - wx)·a + wx·b) + wy·((1 - wx)·c + wx·d), channels unrolled.
+  const wy0 = 1 - wy;
   for (let x = 0; x < x0s.length; x++) {
     const a = row0 + x0s[x], b = row0 + x1s[x], c = row1 + x0s[x], d = row1 + x1s[x];
-    const wx = wxs[x];
+    const wx = wxs[x], wx0 = 1 - wx;
     const o = outBase + x * 3;
-    for (let ch = 0; ch < 3; ch++) {
-      const upper = pixels[a + ch] + (pixels[b + ch] - pixels[a + ch]) * wx;
-      const lower = pixels[c + ch] + (pixels[d + ch] - pixels[c + ch]) * wx;
-      out[o + ch] = upper + (lower - upper) * wy;
-    }
+    out[o] = wy0 * (wx0 * pixels[a] + wx * pixels[b]) + wy * (wx0 * pixels[c] + wx * pixels[d]);
+    out[o + 1] = wy0 * (wx0 * pixels[a + 1] + wx * pixels[b + 1]) + wy * (wx0 * pixels[c + 1] + wx * pixels[d + 1]);
+    out[o + 2] = wy0 * (wx0 * pixels[a + 2] + wx * pixels[b + 2]) + wy * (wx0 * pixels[c + 2] + wx * pixels[d + 2]);
   }
 }
 

@@ -1,0 +1,82 @@
+// data_bpe.ts: `data bpe --input FILE --vocab-size N --out FILE` learns CLIP-style BPE merges from a caption file (one
+// caption per line, plain or gzipped) and writes them in OpenAI's merges format (gzipped when FILE ends in .gz), so the
+// tokenizer needs no download. Prints one JSON line with what was learned.
+import { parseArgs } from "node:util";
+import { gunzipSync } from "node:zlib";
+import { NON_MERGE_TOKENS, trainBpe, writeMerges } from "../src/data/bpe_trainer.ts";
+import { UsageError } from "./usage_error.ts";
+
+const help = `usage: data bpe --input FILE --vocab-size N --out FILE
+
+Learns N - ${NON_MERGE_TOKENS} merges (N counts 512 byte tokens, the merges and 2 specials; OpenAI's is 49408)
+from FILE, one caption per line (gzip allowed), and writes them to --out (gzipped if it ends in .gz).
+Prints {"captions", "merges", "vocab_size", "seconds"} as one JSON line.`;
+
+export function main(args: string[]): Promise<number> {
+  const values = parseOptions(args);
+  if (values.help) {
+    console.log(help);
+    return Promise.resolve(0);
+  }
+  for (const name of ["input", "vocab-size", "out"] as const) {
+    if (values[name] === undefined) throw new UsageError(`--${name} is required\n${help}`);
+  }
+  const raw = values["vocab-size"]!;
+  const vocabSize = /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(vocabSize) || vocabSize < NON_MERGE_TOKENS) {
+    throw new UsageError(
+      `--vocab-size must be an integer >= ${NON_MERGE_TOKENS} (512 byte tokens + merges + 2 specials), got '${raw}'`,
+    );
+  }
+  const captions = readCaptions(values.input!);
+
+  const start = performance.now();
+  const merges = trainBpe(captions, vocabSize);
+  writeMerges(values.out!, merges);
+  const seconds = (performance.now() - start) / 1000;
+  if (merges.length < vocabSize - NON_MERGE_TOKENS) {
+    console.error(
+      `data bpe: the corpus ran out of pairs after ${merges.length} merges; the vocabulary has ` +
+        `${merges.length + NON_MERGE_TOKENS} ids, not ${vocabSize}`,
+    );
+  }
+  console.log(JSON.stringify({
+    captions: captions.length,
+    merges: merges.length,
+    vocab_size: merges.length + NON_MERGE_TOKENS,
+    seconds: Number(seconds.toFixed(3)),
+    out: values.out,
+  }));
+  return Promise.resolve(0);
+}
+
+function parseOptions(args: string[]) {
+  try {
+    return parseArgs({
+      args,
+      options: {
+        input: { type: "string" },
+        "vocab-size": { type: "string" },
+        out: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+    }).values;
+  } catch (error) {
+    if (String((error as { code?: unknown }).code).startsWith("ERR_PARSE_ARGS")) {
+      throw new UsageError(`${(error as Error).message} (options: --input FILE, --vocab-size N, --out FILE)`);
+    }
+    throw error;
+  }
+}
+
+function readCaptions(path: string): string[] {
+  let bytes: Uint8Array;
+  try {
+    bytes = Deno.readFileSync(path);
+  } catch (error) {
+    throw new UsageError(`--input: cannot read ${path}: ${(error as Error).message}`);
+  }
+  if (bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b) bytes = gunzipSync(bytes);
+  return new TextDecoder().decode(bytes).split(/\r?\n/).filter((line) => line.trim() !== "");
+}
