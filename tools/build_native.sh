@@ -6,8 +6,9 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${DC_BUILD_DIR:-$root/native/build}
 stamp=$build/.sources.sha256
-sources_hash=$(cd "$root" && find native/CMakeLists.txt native/include native/src kernels -type f -print0 2>/dev/null |
-  sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
+inputs=()
+for path in native/CMakeLists.txt native/include native/src kernels; do [[ -e $root/$path ]] && inputs+=("$path"); done
+sources_hash=$(cd "$root" && find "${inputs[@]}" -type f -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -d' ' -f1)
 sources_hash="$sources_hash ${TORCH_PREFIX:-system}"
 if [[ -f $build/libdetailclip.so && -f $stamp && "$(cat "$stamp")" == "$sources_hash" ]]; then
   exit 0
