@@ -93,14 +93,13 @@ export class Sfc32 {
 
   /** A uniform 32-bit unsigned integer. */
   nextU32(): number {
-    const t0 = (this.#a + this.#b) | 0;
+    // PractRand's reference: result = a + b + counter++; a = b ^ (b >> 9); b = c + (c << 3); c = rotl(c, 21) + result.
+    const result = (((this.#a + this.#b) | 0) + this.#d) | 0;
+    this.#d = (this.#d + 1) | 0;
     this.#a = this.#b ^ (this.#b >>> 9);
     this.#b = (this.#c + (this.#c << 3)) | 0;
-    this.#c = (this.#c << 21) | (this.#c >>> 11);
-    this.#d = (this.#d + 1) | 0;
-    const t = (t0 + this.#d) | 0;
-    this.#c = (this.#c + t) | 0;
-    return t >>> 0;
+    this.#c = (((this.#c << 21) | (this.#c >>> 11)) + result) | 0;
+    return result >>> 0;
   }
 
   /** A uniform float in [0, 1) with 32 bits of resolution. */
@@ -293,8 +292,11 @@ function boxDistance(u: number, v: number, hx: number, hy: number): number {
   return outside + Math.min(Math.max(qx, qy), 0);
 }
 
-/** Signed distance from (u, v) to the shape, in units of the object's radius. */
-function shapeDistance(shape: number, u: number, v: number): number {
+/**
+ * Signed distance from (u, v) to shape `shape` (an index into SHAPES), in units of the object's radius, with (u, v)
+ * measured from the object's centre in radii, v down. Negative inside. Exported for tests and figures.
+ */
+export function shapeDistance(shape: number, u: number, v: number): number {
   switch (shape) {
     case 0: // circle
       return Math.hypot(u, v) - 1;

@@ -148,9 +148,9 @@ const SINGLE_QUOTE_RE = /[\u02bc\u2018-\u201b]/g;
 const DOUBLE_QUOTE_RE = /[\u201c-\u201f]/g;
 const C1_RE = /[\x80-\x9f]/g;
 // Python's \d in ftfy's ANSI_RE is Unicode-aware, hence \p{Nd}.
-// deno-lint-ignore no-control-regex -- matching control characters is the point of these three
+// deno-lint-ignore no-control-regex -- deliberate: ftfy removes these escape sequences
 const ANSI_RE = /\x1b\[(?:\p{Nd}|;)*[a-zA-Z]/gu;
-// deno-lint-ignore no-control-regex
+// deno-lint-ignore no-control-regex -- deliberate: the set is ftfy's (or Python's) exactly
 const CONTROL_RE = /[\x00-\x08\x0b\x0e-\x1f\x7f\u206a-\u206f\ufeff\ufff9-\ufffc]/g;
 
 function fixWidth(char: string): string {
@@ -301,7 +301,7 @@ export function htmlUnescape(text: string): string {
 // ---- caption cleaning and pre-tokenising ---------------------------------------------------------------------------
 
 // Python's str.strip() removes str.isspace() characters: Unicode White_Space plus the separators U+001C..U+001F.
-// deno-lint-ignore no-control-regex
+// deno-lint-ignore no-control-regex -- deliberate: the set is ftfy's (or Python's) exactly
 const STRIP_RE = /^[\p{White_Space}\x1c-\x1f]+|[\p{White_Space}\x1c-\x1f]+$/gu;
 // The `regex` module's \s, used by OpenAI's whitespace_clean and pattern, is exactly \p{White_Space} (JS's \s is not:
 // it adds U+FEFF and lacks U+0085).

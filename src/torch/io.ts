@@ -1,6 +1,7 @@
 // io.ts: safetensors reading and writing. Weights and golden references move as safetensors because loading them
 // runs no code. The reader parses only the header on open and reads each tensor's bytes on demand, so a large
 // checkpoint can be inspected or loaded piecemeal; the writer is atomic (temp file, fsync, rename).
+import { createHash } from "node:crypto";
 import type { Device, DType } from "./dtype.ts";
 import { dtypeSize } from "./dtype.ts";
 import { Tensor } from "./tensor.ts";
@@ -40,6 +41,9 @@ const fromStored = new Map<string, DType>([
   ["I16", "int16"],
 ]);
 const toStored = Object.fromEntries([...fromStored].map(([k, v]) => [v, k])) as Record<DType, string>;
+
+/** Stands in for a hex SHA-256 in the header until the data has been hashed; the same width as the digest. */
+const DIGEST_PLACEHOLDER = "0".repeat(64);
 
 /** The reference implementation's cap (MAX_HEADER_SIZE); a larger length means a corrupt or hostile file. */
 const MAX_HEADER_BYTES = 100_000_000;
@@ -129,6 +133,17 @@ export class SafeTensorsFile {
     return { dtype: this.#dtype(name, entry), shape: entry.shape.slice(), byteLength: entry.end - entry.begin };
   }
 
+  /** Absolute file offset of the data section (8 + header length); what follows it is hashed by checksums. */
+  get dataOffset(): number {
+    return this.#dataStart;
+  }
+
+  /** [begin, end) of a tensor's bytes, relative to the data section, as the header states them. */
+  dataRange(name: string): [number, number] {
+    const entry = this.#entry(name);
+    return [entry.begin, entry.end];
+  }
+
   /** Exactly this tensor's bytes, read from disk now. */
   readBytes(name: string): Uint8Array {
     const entry = this.#entry(name);
@@ -202,6 +217,18 @@ export function loadSafeTensors(path: string, options: { device?: Device } = {})
   return file.tensors(options);
 }
 
+/** Options of writeSafeTensors. */
+export interface WriteSafeTensorsOptions {
+  /**
+   * A metadata key that receives the hex SHA-256 of the data section. The digest is computed while the tensors
+   * stream out and patched into a fixed-width placeholder in the header, so the data is copied to the host once.
+   */
+  sha256Key?: string;
+}
+
+/** Suffix of the temp file a write goes through: `<path>.tmp-<pid>`; a crash can leave one behind. */
+export const SAFETENSORS_TEMP_SUFFIX = ".tmp-";
+
 /**
  * Writes tensors (in the given key order) and optional string metadata as safetensors. The file appears
  * atomically: data goes to `path.tmp-<pid>`, is fsynced, then renamed over `path`, so a crash never leaves a
@@ -211,8 +238,11 @@ export function writeSafeTensors(
   path: string,
   tensors: Record<string, Tensor> | Map<string, Tensor>,
   metadata?: Record<string, string>,
+  options: WriteSafeTensorsOptions = {},
 ): void {
   const items = tensors instanceof Map ? [...tensors.entries()] : Object.entries(tensors);
+  const { sha256Key } = options;
+  if (sha256Key !== undefined) metadata = { ...metadata, [sha256Key]: DIGEST_PLACEHOLDER };
   // Built as text by hand: JSON.stringify of an object would move integer-like keys ("0", "1") to the front.
   const parts: string[] = [];
   if (metadata !== undefined) {
@@ -240,24 +270,43 @@ export function writeSafeTensors(
     plan.push({ name, tensor, byteLength });
     offset += byteLength;
   }
-  const json = new TextEncoder().encode(`{${parts.join(",")}}`);
+  const text = `{${parts.join(",")}}`;
+  const json = new TextEncoder().encode(text);
+  // Byte offset (within the file) of the digest placeholder; its JSON spelling is unique, since a quote inside a
+  // metadata string is escaped and metadata values cannot be objects.
+  let digestAt = -1;
+  if (sha256Key !== undefined) {
+    const needle = `${JSON.stringify(sha256Key)}:${JSON.stringify(DIGEST_PLACEHOLDER)}`;
+    const at = text.indexOf(needle);
+    if (at < 0 || text.indexOf(needle, at + 1) >= 0) {
+      throw new SafeTensorsError(path, `cannot locate the placeholder of metadata key '${sha256Key}'`);
+    }
+    digestAt = 8 + new TextEncoder().encode(text.slice(0, at + needle.length - DIGEST_PLACEHOLDER.length - 1))
+      .byteLength;
+  }
   // Spaces pad the header to a multiple of 8, as the reference writer does, so the data section stays aligned.
   const headerLength = Math.ceil(json.byteLength / 8) * 8;
   const head = new Uint8Array(8 + headerLength).fill(0x20);
   new DataView(head.buffer).setBigUint64(0, BigInt(headerLength), true);
   head.set(json, 8);
 
-  const tmp = `${path}.tmp-${Deno.pid}`;
+  const tmp = `${path}${SAFETENSORS_TEMP_SUFFIX}${Deno.pid}`;
   let file: Deno.FsFile | null = null;
   try {
     file = Deno.openSync(tmp, { write: true, create: true, truncate: true });
     writeAll(file, head);
+    const hash = digestAt >= 0 ? createHash("sha256") : null;
     for (const { name, tensor, byteLength } of plan) {
       const bytes = tensor.toBytes();
       if (bytes.byteLength !== byteLength) {
         throw new SafeTensorsError(path, `tensor gave ${bytes.byteLength} bytes, expected ${byteLength}`, name);
       }
+      hash?.update(bytes);
       writeAll(file, bytes);
+    }
+    if (hash !== null) {
+      file.seekSync(digestAt, Deno.SeekMode.Start);
+      writeAll(file, new TextEncoder().encode(hash.digest("hex")));
     }
     file.syncSync();
     file.close();
