@@ -6,6 +6,12 @@ type Command = (args: string[]) => Promise<number>;
 
 const commands: Record<string, { summary: string; load: () => Promise<Command> }> = {
   info: { summary: "parameter counts of a model preset", load: async () => (await import("./info.ts")).main },
+  train: {
+    summary: "train DetailCLIP or CLIP (default: the built-in demo)",
+    load: async () => (await import("./train.ts")).main,
+  },
+  tokenize: { summary: "CLIP BPE token ids of captions", load: async () => (await import("./tokenize.ts")).main },
+  data: { summary: "data tools: bpe (learn a BPE vocabulary)", load: async () => (await import("./data.ts")).main },
   golden: {
     summary: "run one official training step from golden files and compare",
     load: async () => (await import("./golden.ts")).main,

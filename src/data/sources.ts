@@ -22,7 +22,13 @@ export interface TrainSource {
   readonly tokenizer: ClipTokenizer;
   readonly contextLength: number;
   /** The `index`-th batch of `batchSize` samples of `epoch` for `rank` of `world`; deterministic. */
-  batch(epoch: number, index: number, batchSize: number, shard: { rank: number; world: number }, device: Device): TrainBatch;
+  batch(
+    epoch: number,
+    index: number,
+    batchSize: number,
+    shard: { rank: number; world: number },
+    device: Device,
+  ): TrainBatch;
 }
 
 /** A deterministic permutation of [0, n) from a 32-bit seed (Fisher–Yates over a mulberry32 stream). */

@@ -399,9 +399,12 @@ export class ClipTokenizer {
   readonly #sot: number;
   readonly #eot: number;
   #cache = new Map<string, number[]>();
+  /** The merges in rank order, as given (checkpoints store them, so a run's tokenizer travels with its weights). */
+  readonly merges: readonly string[];
 
   /** `merges` are "a b" strings in rank order (line 2 onwards of a merges file). */
   constructor(merges: readonly string[]) {
+    this.merges = [...merges];
     const bytes = [...bytesToUnicode().values()];
     const vocab = [...bytes, ...bytes.map((c) => c + END_OF_WORD)];
     merges.forEach((merge, rank) => {

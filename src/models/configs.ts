@@ -103,8 +103,28 @@ const tiny = {
   maskCell: 2,
 };
 
+/**
+ * The built-in demo: the golden tiny dims on 64 px images with patch 8 (an 8×8 grid of 2×2-patch cells). The
+ * vocabulary is replaced by the size of the BPE learned from the synthetic captions when training on them.
+ */
+const tinySynthetic = {
+  ...tiny,
+  name: "tiny_synthetic",
+  vision: { imageSize: 64, patchSize: 8, width: 64, depth: 2, heads: 4 },
+  text: { context: 32, vocab: 1024, width: 64, layers: 2, heads: 4 },
+};
+const clipTinySynthetic = {
+  kind: "clip",
+  name: "CLIP_tiny_synthetic",
+  embedDim: tinySynthetic.embedDim,
+  vision: tinySynthetic.vision,
+  text: tinySynthetic.text,
+};
+
 const rawPresets: Record<string, unknown> = {
   tiny,
+  tiny_synthetic: tinySynthetic,
+  CLIP_tiny_synthetic: clipTinySynthetic,
   DetailCLIP_VITS16: detailClip("VITS16"),
   DetailCLIP_VITB16: detailClip("VITB16"),
   DetailCLIP_VITL16: detailClip("VITL16"),

@@ -207,14 +207,14 @@ export class DetailCLIP extends Module {
 
   /**
    * The training forward of SPEC §3.9 on two views u, v: (B, 3, H, W) and captions text: (B, T), with the EMA
-   * update at `momentum` first. fullStudentPatch evaluates the student iBOT head on every patch (as the official
+   * update at `momentum` first (null skips it: later micro-batches of an accumulated step keep the same teacher). fullStudentPatch evaluates the student iBOT head on every patch (as the official
    * code does); otherwise only at the removed patches, which is all the patch loss reads (SPEC §12.8).
    */
   forwardTrain(
     u: Tensor,
     v: Tensor,
     text: Tensor,
-    momentum: number,
+    momentum: number | null,
     options: { fullStudentPatch?: boolean } = {},
   ): DetailClipOutputs {
     const batch = u.size(0);
@@ -222,7 +222,7 @@ export class DetailCLIP extends Module {
 
     // 1. Teacher: EMA update, then both views un-masked with their CLS attention, then the teacher head.
     const teacher = noGrad(() => {
-      this.updateTeacher(momentum);
+      if (momentum !== null) this.updateTeacher(momentum);
       const teacherU = this.visual_ema.forwardFeatures(u, { collectClsAttention: true }); // (B, 1+L, D), (B, L)
       const teacherV = this.visual_ema.forwardFeatures(v, { collectClsAttention: true });
       const logits = this.ibot_head_e.forward(cat([teacherU.tokens, teacherV.tokens], 0)); // (2B, 1+L, K)

@@ -2,7 +2,7 @@
 // parameters and state dicts come out with PyTorch's keys and order (own parameters, own buffers, then children).
 // A child registered under two names (the iBOT head's shared last layer) appears under both in the state dict but
 // once in the parameter list, as in PyTorch.
-import { noGrad, Tensor } from "../torch/mod.ts";
+import { type Device, noGrad, Tensor } from "../torch/mod.ts";
 
 export interface LoadReport {
   missing: string[];
@@ -180,6 +180,20 @@ export abstract class Module {
     let total = 0;
     for (const [, p] of this.namedParameters()) if (!options.trainableOnly || p.requiresGrad) total += p.numel;
     return total;
+  }
+
+  /** Moves every parameter and buffer to `device` in place (the Tensor objects stay; trainability is kept). */
+  to(device: Device): this {
+    noGrad(() => {
+      for (const [, t] of [...this.namedParameters(), ...this.namedBuffers()]) {
+        if (t.device === device) continue;
+        using detached = t.detach();
+        const moved = detached.to({ device });
+        if (t.requiresGrad) moved.requiresGrad_(true);
+        t.replaceWith_(moved);
+      }
+    });
+    return this;
   }
 
   /** Frees every parameter and buffer of this module tree. */

@@ -21,8 +21,18 @@ export function libraryPath(): string {
   return Deno.env.get("DETAILCLIP_LIB") ?? defaultLibraryPath;
 }
 
+/**
+ * libgomp reads its settings once, when libtorch is loaded. Its default (spinning) wait policy turns every small op
+ * into a busy-wait whenever the other cores are taken, which made a tiny training step 25x slower on a shared
+ * 2-core machine; PASSIVE costs nothing measurable when the cores are free. A user's own setting wins.
+ */
+function prepareThreadingEnvironment(): void {
+  if (Deno.env.get("OMP_WAIT_POLICY") === undefined) Deno.env.set("OMP_WAIT_POLICY", "PASSIVE");
+}
+
 /** Opens a library file and checks its ABI version. Exported for tests of the failure messages. */
 export function openLibrary(path: string): Deno.DynamicLibrary<typeof symbols> {
+  prepareThreadingEnvironment();
   let library: Deno.DynamicLibrary<typeof symbols>;
   try {
     Deno.statSync(path);

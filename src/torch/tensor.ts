@@ -134,6 +134,27 @@ export class Tensor implements Scoped {
     this.dispose();
   }
 
+  /**
+   * Takes over `other`'s native handle (other is consumed and becomes disposed) and frees this tensor's old one:
+   * moves a parameter to another device or dtype while every holder keeps the same Tensor object.
+   */
+  replaceWith_(other: Tensor): this {
+    if (other === this) return this;
+    const incoming = other.handle;
+    other.#handle = null;
+    if (other.#finalizable) registry.unregister(other);
+    other.scopeFrame = null;
+    const old = this.handle;
+    this.#handle = incoming;
+    this.#shape = null;
+    if (this.#finalizable) {
+      registry.unregister(this);
+      registry.register(this, incoming, this);
+    }
+    native().dc_free(old);
+    return this;
+  }
+
   /** Takes this tensor out of every scope; it then lives until disposed by hand. */
   keep(): this {
     return keep(this);

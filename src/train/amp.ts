@@ -19,7 +19,9 @@ export class GradScaler {
   readonly growthInterval: number;
   readonly #foundInf: Tensor;
 
-  constructor(options: { initScale?: number; growthFactor?: number; backoffFactor?: number; growthInterval?: number } = {}) {
+  constructor(
+    options: { initScale?: number; growthFactor?: number; backoffFactor?: number; growthInterval?: number } = {},
+  ) {
     this.scale = options.initScale ?? 2 ** 16;
     this.growthFactor = options.growthFactor ?? 2;
     this.backoffFactor = options.backoffFactor ?? 0.5;

@@ -1,5 +1,6 @@
 // optimizer.ts: torch.optim.AdamW over named parameter groups, with the official DetailCLIP grouping (SPEC §5.1).
 // The update itself is one native foreach call per group; the moments are kept tensors owned by the optimizer.
+import { type LoadReport, StateDictError } from "../nn/module.ts";
 import { adamwStep_, noGrad, Tensor } from "../torch/mod.ts";
 
 export interface ParamGroup {
@@ -82,6 +83,35 @@ export class AdamW {
       });
     });
     return out;
+  }
+
+  /**
+   * Restores moments saved by stateTensors() (same keys: `<name>.exp_avg`, `<name>.exp_avg_sq`; dtype and device
+   * are converted) and the step count. All or nothing: a missing, unexpected or mis-shaped key throws a
+   * StateDictError listing every one before anything is copied.
+   */
+  loadStateTensors(state: Map<string, Tensor>, stepCount: number): void {
+    const own = this.stateTensors();
+    const report: LoadReport = { missing: [], unexpected: [], mismatched: [] };
+    for (const key of own.keys()) if (!state.has(key)) report.missing.push(key);
+    for (const key of state.keys()) if (!own.has(key)) report.unexpected.push(key);
+    for (const [key, target] of own) {
+      const got = state.get(key)?.shape;
+      const expected = target.shape;
+      if (got !== undefined && (got.length !== expected.length || got.some((d, i) => d !== expected[i]))) {
+        report.mismatched.push({ name: key, expected, got });
+      }
+    }
+    if (report.missing.length + report.unexpected.length + report.mismatched.length > 0) {
+      throw new StateDictError("AdamW optimizer state", report);
+    }
+    if (!Number.isSafeInteger(stepCount) || stepCount < 0) {
+      throw new RangeError(`AdamW.loadStateTensors: stepCount must be a non-negative integer, got ${stepCount}`);
+    }
+    noGrad(() => {
+      for (const [key, target] of own) target.copy_(state.get(key)!);
+    });
+    this.stepCount = stepCount;
   }
 
   numParameters(): number {

@@ -149,7 +149,9 @@ function parseFlags(argv: string[]): Map<string, unknown> {
     }
   }
   const options: Record<string, { type: "string" | "boolean" }> = {};
-  for (const [flag, spec] of Object.entries(FLAGS)) options[flag] = { type: spec.kind === "boolean" ? "boolean" : "string" };
+  for (const [flag, spec] of Object.entries(FLAGS)) {
+    options[flag] = { type: spec.kind === "boolean" ? "boolean" : "string" };
+  }
   for (const [alias, target] of Object.entries(ALIASES)) options[alias] = options[target];
   let parsed;
   try {
@@ -176,7 +178,9 @@ function convert(flag: string, spec: FlagSpec, value: string | boolean): unknown
     return numbers;
   }
   const n = Number(value);
-  if (String(value).trim() === "" || !Number.isFinite(n)) throw new OptionError(`--${flag}: expected a number, got '${value}'`);
+  if (String(value).trim() === "" || !Number.isFinite(n)) {
+    throw new OptionError(`--${flag}: expected a number, got '${value}'`);
+  }
   return n;
 }
 

@@ -1,0 +1,444 @@
+// bench/train_step.ts: the wall time of one DetailCLIP training step, beside the same step in PyTorch eager
+// (bench/train_step_baseline.py on Debian's python3-torch, the same libtorch 1.13) run in the same invocation.
+// The step is the one `deno task golden` checks: EMA update, teacher with CLS attention, masks, student, decoder,
+// heads, text, losses with the iBOT center update, backward, AdamW (official groups), zero_grad, logit-scale clamp.
+// It runs the production path: the student iBOT patch head is evaluated only at the removed patches (SPEC §12.8;
+// --full-student-patch evaluates it on every patch, as the official code and the golden check do).
+// The model is built from DIR/meta.json's dims, loaded from DIR/weights.safetensors and trained on
+// DIR/inputs.safetensors; the first (untimed) step is checked against the golden total loss.
+// The share of the step spent outside libtorch is estimated from a separate counting pass (every native symbol
+// wrapped in a counter; the timed steps run unwrapped) times the per-call wrapper overhead measured as
+// bench/ffi.ts does, and cross-checked by a direct pass that times the inside of every native call.
+// Usage: deno task bench:step --ref DIR [--steps N] [--threads T] [--warmup W] [--full-student-patch]
+//        [--no-baseline] [--json]
+import { parseArgs } from "node:util";
+import { z } from "zod";
+import { detailClipLoss, IBOTLoss } from "../src/losses/mod.ts";
+import { configFromGoldenHyper } from "../src/models/configs.ts";
+import { DetailCLIP } from "../src/models/detailclip.ts";
+import {
+  liveTensors,
+  loadSafeTensors,
+  manualSeed,
+  native,
+  setNumThreads,
+  Tensor,
+  tidy,
+} from "../src/torch/internal.ts";
+import { symbols } from "../src/torch/symbols.ts";
+import { AdamW, officialParamGroups } from "../src/train/optimizer.ts";
+
+const usage = "usage: deno task bench:step --ref DIR [--steps N] [--threads T] [--warmup W] " +
+  "[--full-student-patch] [--no-baseline] [--json]";
+
+export const MetaSchema = z.object({
+  hyper: z.record(z.number()),
+  momentum: z.number(),
+  mask_ratio: z.number(),
+  lr: z.number(),
+  wd: z.number(),
+  betas: z.tuple([z.number(), z.number()]),
+  eps: z.number(),
+  epoch: z.number().int(),
+  student_temp: z.number().optional(),
+  center_momentum: z.number().optional(),
+  losses: z.object({ loss: z.number() }).passthrough(),
+}).passthrough();
+export type Meta = z.infer<typeof MetaSchema>;
+
+export function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+function positiveInt(name: string, text: string | undefined, fallback: number, min = 1): number {
+  if (text === undefined) return fallback;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < min) {
+    console.error(`bench:step: --${name} must be an integer >= ${min}, got '${text}'\n${usage}`);
+    Deno.exit(2);
+  }
+  return value;
+}
+
+// ---- the training step ----------------------------------------------------------------------------------------
+/** What one step works on (exposed for bench/train_step_phases.ts, which replays the step phase by phase). */
+export interface StepParts {
+  model: DetailCLIP;
+  ibot: IBOTLoss;
+  optimizer: AdamW;
+  /** (B, 3, H, W) views and (B, T) token ids. */
+  u: Tensor;
+  v: Tensor;
+  text: Tensor;
+  momentum: number;
+  meta: Meta;
+  patchSize: number;
+}
+
+export interface Trainer {
+  /** One step; returns the total loss (a host read) only when asked, so timed steps never sync. */
+  step(readLoss: boolean): number | null;
+  parts: StepParts;
+  dispose(): void;
+}
+
+export function buildTrainer(ref: string, meta: Meta, fullStudentPatch: boolean): Trainer {
+  manualSeed(meta.hyper.seed ?? 0);
+  const config = configFromGoldenHyper(meta.hyper, meta.mask_ratio);
+  const model = new DetailCLIP(config);
+  const weights = loadSafeTensors(`${ref}/weights.safetensors`);
+  try {
+    model.loadStateDict(weights, { strict: true, where: `${ref}/weights.safetensors` });
+  } finally {
+    for (const t of weights.values()) t.dispose();
+  }
+  model.train();
+  const inputs = loadSafeTensors(`${ref}/inputs.safetensors`);
+  const need = (name: string): Tensor => {
+    const t = inputs.get(name);
+    if (t === undefined) throw new Error(`${ref}/inputs.safetensors has no tensor '${name}'`);
+    return t;
+  };
+  const [u, v, text] = [need("u"), need("v"), need("text")]; // (B, 3, H, W), (B, 3, H, W), (B, T)
+  const momentum = need("momentum").item();
+  const ibot = new IBOTLoss({
+    outDim: config.ibot.outDim,
+    patchOutDim: config.ibot.patchOutDim,
+    studentTemp: meta.student_temp ?? 0.1,
+    centerMomentum: meta.center_momentum ?? 0.9,
+    centerMomentum2: meta.center_momentum ?? 0.9,
+  });
+  const optimizer = new AdamW(officialParamGroups(model.namedParameters(), meta.wd), {
+    betas: meta.betas,
+    eps: meta.eps,
+  });
+  const patchSize = config.vision.patchSize;
+  return {
+    parts: { model, ibot, optimizer, u, v, text, momentum, meta, patchSize },
+    step(readLoss: boolean): number | null {
+      return tidy(() => {
+        const out = model.forwardTrain(u, v, text, momentum, { fullStudentPatch });
+        const losses = detailClipLoss(out, { u, v }, ibot, meta.epoch, { patchSize });
+        const total = readLoss ? losses.loss.item() : null;
+        losses.loss.backward();
+        optimizer.step(meta.lr);
+        optimizer.zeroGrad();
+        model.clampLogitScale();
+        return total;
+      });
+    },
+    dispose(): void {
+      for (const t of inputs.values()) t.dispose();
+      optimizer.dispose();
+      ibot.dispose();
+      model.dispose();
+    },
+  };
+}
+
+// ---- native-call accounting -----------------------------------------------------------------------------------
+type SymbolTable = Record<string, (...args: unknown[]) => unknown>;
+
+/** Runs fn with every native symbol replaced by `wrap(name, original)`, then restores the originals. */
+function withWrappedSymbols(
+  wrap: (name: string, original: (...args: unknown[]) => unknown) => (...args: unknown[]) => unknown,
+  fn: () => void,
+): void {
+  const table = native() as unknown as SymbolTable;
+  const originals = new Map<string, (...args: unknown[]) => unknown>();
+  for (const name of Object.keys(symbols)) {
+    const original = table[name];
+    if (typeof original !== "function") continue;
+    originals.set(name, original);
+    table[name] = wrap(name, original);
+  }
+  try {
+    fn();
+  } finally {
+    for (const [name, original] of originals) table[name] = original;
+  }
+}
+
+interface CallCounts {
+  /** Every native call per step. */
+  calls: number;
+  /** dc_free calls per step: in a steady-state step, one per tensor handle the step created. */
+  frees: number;
+  /** The most frequent symbols. */
+  top: [string, number][];
+}
+
+function countCalls(trainer: Trainer, steps: number): CallCounts {
+  const counts = new Map<string, number>();
+  withWrappedSymbols((name, original) => (...args: unknown[]) => {
+    counts.set(name, (counts.get(name) ?? 0) + 1);
+    return original(...args);
+  }, () => {
+    for (let i = 0; i < steps; i++) trainer.step(false);
+  });
+  const calls = [...counts.values()].reduce((a, b) => a + b, 0) / steps;
+  const frees = (counts.get("dc_free") ?? 0) / steps;
+  const top = [...counts.entries()].sort((a, b) => b[1] - a[1]).slice(0, 8)
+    .map(([name, n]): [string, number] => [name, n / steps]);
+  return { calls, frees, top };
+}
+
+/**
+ * Direct cross-check: each native call timed from inside a wrapper; outside = wall − inside − the wrapper's own
+ * cost (calibrated on a symbol that does nothing in libtorch). It covers all TypeScript work of the step (model
+ * code, scopes, wrappers), not only the per-call overhead.
+ */
+function directOutsideShare(trainer: Trainer, steps: number): number {
+  const table = native() as unknown as SymbolTable;
+  let inside = 0;
+  let calls = 0;
+  const timed = (_name: string, original: (...args: unknown[]) => unknown) => (...args: unknown[]) => {
+    calls += 1;
+    const start = performance.now();
+    const result = original(...args);
+    inside += performance.now() - start;
+    return result;
+  };
+  const probe = (n: number): number => {
+    const start = performance.now();
+    for (let i = 0; i < n; i++) table.dc_is_grad_enabled();
+    return performance.now() - start;
+  };
+  const n = 200_000;
+  probe(n);
+  const bare = probe(n);
+  let wrapped = 0;
+  withWrappedSymbols(timed, () => {
+    probe(n);
+    wrapped = probe(n);
+  });
+  const wrapperCostMs = (wrapped - bare) / n; // what one timing wrapper adds to a call
+  const shares: number[] = [];
+  withWrappedSymbols(timed, () => {
+    for (let i = 0; i < steps; i++) {
+      inside = 0;
+      calls = 0;
+      const start = performance.now();
+      trainer.step(false);
+      const wall = performance.now() - start - calls * wrapperCostMs;
+      shares.push(Math.max(0, wall - inside) / wall);
+    }
+  });
+  return median(shares);
+}
+
+/** The per-op wrapper overhead exactly as bench/ffi.ts measures it (a + b on 1-element tensors, freed by tidy). */
+function wrapperOverhead(): { opNs: number; callNs: number } {
+  const iterations = 100_000;
+  const a = Tensor.fromArray([1]).keep();
+  const b = Tensor.fromArray([2]).keep();
+  const lib = native();
+  const scoped = (n: number): number => {
+    const start = performance.now();
+    tidy(() => {
+      for (let i = 0; i < n; i++) a.add(b);
+    });
+    return (performance.now() - start) / 1000;
+  };
+  const bareCall = (n: number): number => {
+    const start = performance.now();
+    for (let i = 0; i < n; i++) lib.dc_is_grad_enabled();
+    return (performance.now() - start) / 1000;
+  };
+  scoped(20_000);
+  lib.dc_bench_add_loop(a.handle, b.handle, 20_000n);
+  bareCall(20_000);
+  const scopedSeconds: number[] = [];
+  const nativeSeconds: number[] = [];
+  const callSeconds: number[] = [];
+  for (let r = 0; r < 5; r++) {
+    scopedSeconds.push(scoped(iterations));
+    nativeSeconds.push(lib.dc_bench_add_loop(a.handle, b.handle, BigInt(iterations)));
+    callSeconds.push(bareCall(iterations));
+  }
+  a.dispose();
+  b.dispose();
+  const opNs = (median(scopedSeconds) - median(nativeSeconds)) / iterations * 1e9;
+  return { opNs, callNs: median(callSeconds) / iterations * 1e9 };
+}
+
+// ---- the PyTorch eager baseline -----------------------------------------------------------------------------------
+interface BaselineVariant {
+  ms_per_step: number;
+  ms_min: number;
+}
+interface Baseline {
+  verified: boolean;
+  full_patch_head?: BaselineVariant;
+  removed_only?: BaselineVariant;
+  verify?: Record<string, { losses_max_rel: number; after_max_abs: number; problems: string[] }>;
+}
+
+function runBaseline(ref: string, steps: number, threads: number, warmup: number): Baseline | string {
+  const script = new URL("./train_step_baseline.py", import.meta.url).pathname;
+  const args = [
+    script,
+    "--ref",
+    ref,
+    "--steps",
+    String(steps),
+    "--threads",
+    String(threads),
+    "--warmup",
+    String(warmup),
+  ];
+  let out: Deno.CommandOutput;
+  try {
+    out = new Deno.Command("/usr/bin/python3", { args, stdout: "piped", stderr: "piped" }).outputSync();
+  } catch (e) {
+    return `cannot run /usr/bin/python3 (${e instanceof Error ? e.message : e})`;
+  }
+  const stdout = new TextDecoder().decode(out.stdout).trim();
+  const stderr = new TextDecoder().decode(out.stderr).trim();
+  if (!out.success) return `baseline failed (exit ${out.code}): ${stderr.split("\n").slice(-8).join(" | ")}`;
+  return JSON.parse(stdout.split("\n").at(-1)!) as Baseline;
+}
+
+function loadAverage(): number[] | null {
+  try {
+    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).map(Number);
+  } catch {
+    return null;
+  }
+}
+
+// ---- main ---------------------------------------------------------------------------------------------------------
+function main(): number {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      ref: { type: "string" },
+      steps: { type: "string" },
+      threads: { type: "string" },
+      warmup: { type: "string" },
+      "full-student-patch": { type: "boolean" },
+      "no-baseline": { type: "boolean" },
+      json: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(usage);
+    return 0;
+  }
+  if (!values.ref) {
+    console.error(`bench:step: --ref DIR is required (a golden-style folder)\n${usage}`);
+    return 2;
+  }
+  const ref = values.ref.replace(/\/$/, "");
+  const steps = positiveInt("steps", values.steps, 20);
+  const threads = positiveInt("threads", values.threads, 1);
+  const warmup = positiveInt("warmup", values.warmup, 3, 0);
+  const fullStudentPatch = values["full-student-patch"] ?? false;
+  const meta = MetaSchema.parse(JSON.parse(Deno.readTextFileSync(`${ref}/meta.json`)));
+  setNumThreads(threads);
+  const loadBefore = loadAverage();
+
+  const trainer = buildTrainer(ref, meta, fullStudentPatch);
+  let result: Record<string, unknown>;
+  try {
+    // Step 0 (untimed) starts from the golden weights, so its loss must be the golden one.
+    const first = trainer.step(true)!;
+    const relative = Math.abs(first - meta.losses.loss) / Math.abs(meta.losses.loss);
+    if (!(relative <= 1e-4)) {
+      console.error(
+        `bench:step: first-step loss ${first} differs from the golden ${meta.losses.loss} ` +
+          `(relative ${relative.toExponential(2)} > 1e-4); not timing a different computation`,
+      );
+      return 1;
+    }
+    for (let i = 0; i < warmup; i++) trainer.step(false);
+    const liveBefore = liveTensors();
+    const times: number[] = [];
+    for (let i = 0; i < steps; i++) {
+      const start = performance.now();
+      trainer.step(false);
+      times.push(performance.now() - start);
+    }
+    const leaked = liveTensors() - liveBefore;
+    const oursMs = median(times);
+
+    const counts = countCalls(trainer, 2);
+    const overhead = wrapperOverhead();
+    // ffi.ts's op overhead covers one tensor's whole life (its creating call, the Tensor object, scope registration,
+    // its dc_free); every other call (metadata, status-returning in-place ops, grad-mode switches) costs a bare call.
+    const outsideNs = counts.frees * overhead.opNs + Math.max(0, counts.calls - 2 * counts.frees) * overhead.callNs;
+    const directShare = directOutsideShare(trainer, Math.min(steps, 5));
+
+    result = {
+      ref,
+      path: fullStudentPatch ? "full student patch head" : "production (student patch head at removed patches only)",
+      threads,
+      steps,
+      warmup,
+      ms_per_step: oursMs,
+      ms_min: Math.min(...times),
+      first_step_loss: first,
+      golden_loss: meta.losses.loss,
+      leaked_tensors_per_run: leaked,
+      native_calls_per_step: counts.calls,
+      tensors_per_step: counts.frees,
+      top_native_calls: Object.fromEntries(counts.top),
+      wrapper_overhead_ns: { per_tensor_op: overhead.opNs, per_bare_call: overhead.callNs },
+      outside_libtorch_ms: outsideNs / 1e6,
+      outside_libtorch_share: outsideNs / 1e6 / oursMs,
+      outside_libtorch_share_direct: directShare,
+    };
+  } finally {
+    trainer.dispose();
+  }
+
+  if (!values["no-baseline"]) {
+    const baseline = runBaseline(ref, steps, threads, warmup);
+    if (typeof baseline === "string") {
+      result.pytorch_error = baseline;
+    } else {
+      const full = baseline.full_patch_head?.ms_per_step ?? null;
+      const removed = baseline.removed_only?.ms_per_step ?? null;
+      const ours = result.ms_per_step as number;
+      result.pytorch_verified = baseline.verified;
+      result.pytorch_ms_per_step = full;
+      result.pytorch_removed_only_ms_per_step = removed;
+      result.pytorch_threads = threads;
+      result.pytorch_steps = steps;
+      result.ratio = full === null ? null : full / ours;
+      result.ratio_same_work = removed === null ? null : removed / ours;
+    }
+  }
+  result.load_average = { before: loadBefore, after: loadAverage() };
+
+  if (values.json) {
+    console.log(JSON.stringify(result));
+  } else {
+    const f = (v: unknown): string => typeof v === "number" ? v.toFixed(1) : String(v);
+    console.log(`training step on ${ref} (${result.path}), ${threads} thread(s), median of ${steps}:`);
+    console.log(`  detailclip:            ${f(result.ms_per_step)} ms/step`);
+    if (result.pytorch_error) console.log(`  PyTorch eager: unavailable: ${result.pytorch_error}`);
+    else if (!values["no-baseline"]) {
+      console.log(
+        `  PyTorch eager (official, full patch head): ${f(result.pytorch_ms_per_step)} ms/step; ` +
+          `ratio ${(result.ratio as number).toFixed(2)}x`,
+      );
+      console.log(
+        `  PyTorch eager (patch head at removed only): ${f(result.pytorch_removed_only_ms_per_step)} ` +
+          `ms/step; ratio ${(result.ratio_same_work as number).toFixed(2)}x`,
+      );
+    }
+    console.log(`  native calls per step: ${result.native_calls_per_step} (${result.tensors_per_step} tensors)`);
+    console.log(
+      `  outside libtorch: ${(100 * (result.outside_libtorch_share as number)).toFixed(2)}% ` +
+        `(direct: ${(100 * (result.outside_libtorch_share_direct as number)).toFixed(2)}%)`,
+    );
+    console.log(JSON.stringify(result));
+  }
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(main());

@@ -1,0 +1,29 @@
+// train.ts: `deno task train [options]`; with no options, the built-in demo on synthetic captioned shapes.
+import { NonFiniteLossError, train } from "../src/train/loop.ts";
+import { OptionError, parseTrainOptions, trainHelp } from "../src/train/options.ts";
+import { UsageError } from "./usage_error.ts";
+
+export async function main(args: string[]): Promise<number> {
+  if (args.includes("--help") || args.includes("-h")) {
+    console.log(trainHelp());
+    return 0;
+  }
+  let options;
+  try {
+    options = parseTrainOptions(args);
+  } catch (error) {
+    if (error instanceof OptionError) throw new UsageError(error.message);
+    throw error;
+  }
+  try {
+    await train(options);
+    return 0;
+  } catch (error) {
+    if (error instanceof OptionError) throw new UsageError(error.message);
+    if (error instanceof NonFiniteLossError) {
+      console.error(`detailclip train: ${error.message}`);
+      return 3;
+    }
+    throw error;
+  }
+}

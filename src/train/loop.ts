@@ -1,0 +1,427 @@
+// loop.ts: the training loop (SPEC §5.3 with the fixes of §12), readable top to bottom like nanoGPT's train.py:
+// set-up, resume, evaluation before, the steps, evaluation after, summary. Every schedule is a function of the
+// optimizer step; every batch is a function of (seed, epoch, index); so a killed run resumed from its last
+// checkpoint ends bit for bit where an uninterrupted one does. Loss values stay on the device between log
+// intervals: one host read per interval checks them for NaN/inf and feeds the exact averages.
+import { detailClipLoss, type DetailClipLossResult, IBOTLoss } from "../losses/mod.ts";
+import { clipLoss } from "../losses/clip.ts";
+import { type AnyModel, buildModel } from "../models/build.ts";
+import { CLIP } from "../models/clip.ts";
+import { type ModelConfig, modelPreset, parseModelConfig } from "../models/configs.ts";
+import { DetailCLIP } from "../models/detailclip.ts";
+import { syntheticTrainSource, type TrainSource } from "../data/sources.ts";
+import {
+  autocast,
+  cudaIsAvailable,
+  type Device,
+  manualSeed,
+  noGrad,
+  rngState,
+  setNumThreads,
+  setRngState,
+  stack,
+  type Tensor,
+  tidy,
+} from "../torch/mod.ts";
+import { GradScaler, type Precision } from "./amp.ts";
+import { findResumeCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { evaluateSynthetic, type SyntheticEval } from "./evaluate.ts";
+import { JsonlWriter, ProgressBar } from "./logging.ts";
+import { MetricMeter } from "./metrics.ts";
+import { AdamW, officialParamGroups } from "./optimizer.ts";
+import { OptionError, type TrainOptions } from "./options.ts";
+import { lossCurveSvg } from "./plot.ts";
+import { cosineValue, emaMomentum } from "./schedules.ts";
+
+/** A non-finite loss: names the optimizer step and the loss term, as the acceptance list asks. */
+export class NonFiniteLossError extends Error {
+  constructor(readonly step: number, readonly term: string, readonly value: number) {
+    super(`non-finite loss at step ${step}: ${term} = ${value}; stopping (the last checkpoint is untouched)`);
+    this.name = "NonFiniteLossError";
+  }
+}
+
+export interface TrainSummary {
+  model: string;
+  dataset: string;
+  steps: number;
+  seconds: number;
+  loss_first: number;
+  loss_last: number;
+  zeroshot_top1_before: number | null;
+  zeroshot_top1_after: number | null;
+  zeroshot_chance: number | null;
+  retrieval_r1_before: number | null;
+  retrieval_r1_after: number | null;
+  output_dir: string;
+}
+
+/** What one logged step recorded: the optimizer step and each loss term's value. */
+interface StepRecord {
+  step: number;
+  values: Record<string, number>;
+}
+
+/** Set by tests to check the NaN path: DETAILCLIP_INJECT_NAN=<step>:<term> poisons that term at that step. */
+function injectedNaN(): { step: number; term: string } | null {
+  const spec = Deno.env.get("DETAILCLIP_INJECT_NAN");
+  if (!spec) return null;
+  const [step, term] = spec.split(":");
+  return { step: Number(step), term: term ?? "loss" };
+}
+
+export async function train(options: TrainOptions, log: (line: string) => void = console.log): Promise<TrainSummary> {
+  const started = performance.now();
+  const rank = 0;
+  const world = 1;
+
+  // ---- set-up ----------------------------------------------------------------------------------------------------
+  if (options.threads) setNumThreads(options.threads);
+  const device = options.device as Device;
+  if (device !== "cpu" && !cudaIsAvailable()) {
+    throw new OptionError(`--device ${device}: this libtorch build has no usable CUDA device`);
+  }
+  const precision: Precision = options.disableAmp ? "fp32" : options.precision ?? (device === "cpu" ? "fp32" : "bf16");
+  manualSeed(options.seed + rank);
+  await Deno.mkdir(options.outputDir, { recursive: true });
+
+  const preset = modelPreset(options.model);
+  const views = preset.kind === "detailclip" ? 2 : 1;
+  const source: TrainSource = syntheticTrainSource({
+    seed: options.seed,
+    epochSize: options.syntheticSize,
+    imageSize: preset.vision.imageSize,
+    contextLength: preset.text.context,
+    views,
+  });
+  const config = modelConfigFor(preset, options, source);
+  const model = buildModel(config);
+  model.to(device);
+  model.train();
+  const ibot = config.kind === "detailclip"
+    ? new IBOTLoss({ outDim: config.ibot.outDim, patchOutDim: config.ibot.patchOutDim })
+    : null;
+  ibot?.to(device);
+  const optimizer = new AdamW(officialParamGroups(model.namedParameters(), options.wd), {
+    betas: options.betas,
+    eps: options.eps,
+  });
+  const scaler = precision === "fp16" ? new GradScaler() : null;
+
+  const stepsPerEpoch = Math.floor(source.epochSize / (options.batchSize * world * options.updateFreq));
+  if (stepsPerEpoch < 1) {
+    throw new OptionError(
+      `--batch-size ${options.batchSize} × --update-freq ${options.updateFreq} exceeds the epoch (${source.epochSize})`,
+    );
+  }
+  const totalSteps = options.epochs * stepsPerEpoch;
+  const lastStep = Math.min(totalSteps, options.maxSteps ?? Infinity);
+  const lrSchedule = {
+    base: options.lr,
+    final: options.lrEnd,
+    totalSteps,
+    warmupSteps: Math.round(options.warmupEpochs * stepsPerEpoch),
+    warmupStart: options.lrStart,
+  };
+  log(
+    `detailclip train: ${config.name} (${config.kind}) on ${source.name}, ${device}, ${precision}; ` +
+      `${model.numParameters({ trainableOnly: true }).toLocaleString("en")} trainable parameters; ` +
+      `${stepsPerEpoch} steps/epoch × ${options.epochs} epochs${
+        lastStep < totalSteps ? `, stopping at ${lastStep}` : ""
+      }`,
+  );
+
+  // ---- resume ------------------------------------------------------------------------------------------------------
+  let step = 0;
+  let history: StepRecord[] = [];
+  let evalBefore: SyntheticEval | null = null;
+  if (options.resume) {
+    const found = options.resume === "auto" ? findResumeCheckpoint(options.outputDir) : null;
+    for (const skipped of found?.skipped ?? []) log(`resume: skipping ${skipped.path}: ${skipped.reason}`);
+    const path = options.resume === "auto" ? found?.path ?? null : options.resume;
+    if (path === null) {
+      log(`resume: no checkpoint in ${options.outputDir}; starting from scratch`);
+    } else {
+      const restored = restore(path, { model, optimizer, ibot, scaler, device });
+      step = restored.step;
+      history = restored.history;
+      evalBefore = restored.evalBefore;
+      log(`resume: ${path} at step ${step}`);
+    }
+  }
+
+  const jsonl = new JsonlWriter(`${options.outputDir}/metrics.jsonl`, rank, { resumeStep: step });
+
+  // ---- evaluation before training ----------------------------------------------------------------------------------
+  const evaluate = (): SyntheticEval | null =>
+    options.evalSize > 0
+      ? evaluateSynthetic(model, source, { size: options.evalSize, seed: options.seed, device })
+      : null;
+  if (step === 0 && evalBefore === null) {
+    evalBefore = evaluate();
+    if (evalBefore) log(`eval before: ${describeEval(evalBefore)}`);
+  }
+
+  const checkpointState = (): { tensors: Map<string, Tensor>; meta: Record<string, unknown> } => {
+    const tensors = new Map<string, Tensor>();
+    for (const [key, value] of model.stateDict()) tensors.set(`model.${key}`, value);
+    for (const [key, value] of optimizer.stateTensors()) tensors.set(`optimizer.${key}`, value);
+    if (ibot) { for (const [key, value] of ibot.stateDict()) tensors.set(`ibot.${key}`, value); }
+    tensors.set("rng.cpu", rngState("cpu"));
+    return {
+      tensors,
+      meta: {
+        step,
+        epoch: Math.floor(step / stepsPerEpoch),
+        optimizer_steps: optimizer.stepCount,
+        scaler: scaler?.state() ?? null,
+        options,
+        model_config: config,
+        tokenizer_merges: source.tokenizer.merges,
+        history,
+        eval_before: evalBefore,
+      },
+    };
+  };
+  const save = (say: (line: string) => void, best = false): void => {
+    const state = checkpointState();
+    try {
+      const path = saveCheckpoint(options.outputDir, state, { keepLast: options.keepLast, best, log: say });
+      say(`checkpoint: ${path}`);
+    } finally {
+      state.tensors.get("rng.cpu")?.dispose();
+    }
+  };
+
+  // ---- the steps ---------------------------------------------------------------------------------------------------
+  const poison = injectedNaN();
+  const weights = {
+    clip: options.clipLossWeight,
+    reconst: options.reconstLossWeight,
+    ibotPatch: options.ibotPatchLossWeight,
+    ibotCls: options.ibotClsLossWeight,
+  };
+  const trainable = model.namedTrainableParameters().map(([, p]) => p);
+  const meter = new MetricMeter();
+  const imagesPerStep = options.batchSize * world * options.updateFreq;
+  const progress = new ProgressBar({ total: lastStep, rank, log, startStep: step, imagesPerStep });
+  let pending: { step: number; terms: Tensor }[] = []; // device-side loss terms since the last host read
+  let termNames: string[] = [];
+  const stepStarted = performance.now();
+  const firstStep = step;
+
+  /** One host read for everything pending: NaN check, history, averages, progress, JSONL. */
+  const flush = (): void => {
+    if (pending.length === 0) return;
+    const values = tidy(() => stack(pending.map((p) => p.terms), 0).to({ dtype: "float64" }).toArray());
+    const width = termNames.length;
+    pending.forEach((entry, row) => {
+      const record: Record<string, number> = {};
+      termNames.forEach((name, j) => (record[name] = values[row * width + j]));
+      for (const name of termNames) {
+        if (name !== "clip_acc" && !Number.isFinite(record[name])) {
+          throw new NonFiniteLossError(entry.step, name, record[name]);
+        }
+      }
+      history.push({ step: entry.step, values: record });
+      meter.update(record, options.batchSize * world);
+    });
+    for (const entry of pending) entry.terms.dispose();
+    pending = [];
+    const averages = meter.averages();
+    const current = step;
+    progress.update(current, averages);
+    jsonl.write({
+      type: "interval",
+      step: current,
+      epoch: Math.floor((current - 1) / stepsPerEpoch),
+      lr: cosineValue(lrSchedule, current - 1),
+      logit_scale: noGrad(() => tidy(() => model.logit_scale.exp().item())),
+      ...averages,
+    });
+    meter.reset();
+  };
+
+  try {
+    while (step < lastStep) {
+      const epoch = Math.floor(step / stepsPerEpoch);
+      const indexInEpoch = step % stepsPerEpoch;
+      const lr = cosineValue(lrSchedule, step);
+      const momentum = emaMomentum(options.momentumEma, step, totalSteps);
+
+      for (let micro = 0; micro < options.updateFreq; micro++) {
+        tidy(() => {
+          const batch = source.batch(epoch, indexInEpoch * options.updateFreq + micro, options.batchSize, {
+            rank,
+            world,
+          }, device);
+          const run = (): { loss: Tensor; terms: Record<string, Tensor> } =>
+            forwardLoss(model, ibot, batch, {
+              // The teacher moves once per optimizer step, before its first micro-batch (SPEC §12.9).
+              momentum: micro === 0 ? momentum : null,
+              epoch,
+              weights,
+              normPix: !options.disableNormPixLoss,
+            });
+          const { loss, terms } = precision === "fp32"
+            ? run()
+            : autocast(device === "cpu" ? "cpu" : "cuda", precision === "bf16" ? "bfloat16" : "float16", run);
+          if (poison && poison.step === step && micro === 0) {
+            const target = terms[poison.term] ?? terms.loss;
+            target.mul_(Number.NaN);
+          }
+          termNames = Object.keys(terms);
+          pending.push({ step, terms: stack(termNames.map((n) => terms[n].detach().float()), 0).keep() });
+          const scaled = loss.div(options.updateFreq);
+          (scaler ? scaled.mul(scaler.scale) : scaled).backward();
+        });
+      }
+
+      const stepOk = scaler ? scaler.unscaleAndUpdate(trainable) : true;
+      if (stepOk) optimizer.step(lr);
+      model.clampLogitScale();
+      optimizer.zeroGrad();
+      step += 1;
+
+      const endOfEpoch = step % stepsPerEpoch === 0;
+      const logNow = step % options.printFreq === 0 || step === lastStep || endOfEpoch;
+      if (logNow) flush();
+      const saveNow = (options.saveFreq !== undefined && step % options.saveFreq === 0) ||
+        (endOfEpoch && (step / stepsPerEpoch) % options.evalFreq === 0) || step === lastStep;
+      if (saveNow) {
+        flush(); // never checkpoint parameters that follow a non-finite loss
+        save((line) => progress.println(line));
+      }
+    }
+    flush();
+  } finally {
+    progress.finish();
+    for (const entry of pending) entry.terms.dispose();
+  }
+
+  // ---- evaluation after training and the summary ------------------------------------------------------------------
+  model.eval();
+  const evalAfter = evaluate();
+  if (evalAfter) log(`eval after: ${describeEval(evalAfter)}`);
+  const seconds = (performance.now() - started) / 1000;
+  const trainedSteps = step - firstStep;
+  const losses = history.map((h) => h.values.loss);
+  const window = Math.max(1, Math.min(10, Math.floor(losses.length / 4)));
+  const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / Math.max(xs.length, 1);
+  const summary: TrainSummary = {
+    model: config.name,
+    dataset: source.name,
+    steps: step,
+    seconds,
+    loss_first: mean(losses.slice(0, window)),
+    loss_last: mean(losses.slice(-window)),
+    zeroshot_top1_before: evalBefore?.zeroShotTop1 ?? null,
+    zeroshot_top1_after: evalAfter?.zeroShotTop1 ?? null,
+    zeroshot_chance: evalBefore?.chance ?? null,
+    retrieval_r1_before: evalBefore?.retrievalR1 ?? null,
+    retrieval_r1_after: evalAfter?.retrievalR1 ?? null,
+    output_dir: options.outputDir,
+  };
+  if (rank === 0) {
+    await Deno.writeTextFile(`${options.outputDir}/summary.json`, JSON.stringify(summary, null, 2) + "\n");
+    await Deno.writeTextFile(`${options.outputDir}/loss_curve.svg`, lossCurve(history));
+    jsonl.write({ type: "summary", ...summary });
+    const rate = trainedSteps / Math.max((performance.now() - stepStarted) / 1000, 1e-9);
+    log(
+      `done: ${step} steps in ${seconds.toFixed(0)} s (${rate.toFixed(2)} steps/s); loss ` +
+        `${summary.loss_first.toFixed(3)} -> ${summary.loss_last.toFixed(3)}; ` +
+        `summary ${options.outputDir}/summary.json, curve ${options.outputDir}/loss_curve.svg`,
+    );
+  }
+  jsonl.close();
+  optimizer.dispose();
+  ibot?.dispose();
+  scaler?.dispose();
+  model.dispose();
+  return summary;
+}
+
+/** The preset with the options' overrides; on synthetic data the vocabulary is the learned BPE's. */
+function modelConfigFor(preset: ModelConfig, options: TrainOptions, source: TrainSource): ModelConfig {
+  const vocab = source.tokenizer.vocabSize;
+  const text = { ...preset.text, vocab: source.name === "synthetic" ? vocab : preset.text.vocab };
+  if (text.vocab < vocab) {
+    throw new OptionError(
+      `--model ${options.model}: vocabulary ${text.vocab} is smaller than the tokenizer's ${vocab}`,
+    );
+  }
+  const raw = preset.kind === "detailclip"
+    ? { ...preset, text, maskRatio: options.maskRatio ?? preset.maskRatio }
+    : { ...preset, text };
+  return parseModelConfig(raw, `--model ${options.model}`);
+}
+
+interface ForwardOptions {
+  momentum: number | null;
+  epoch: number;
+  weights: { clip: number; reconst: number; ibotPatch: number; ibotCls: number };
+  normPix: boolean;
+}
+
+/** One micro-batch: the model's training forward and its loss terms (official names), all on the device. */
+function forwardLoss(
+  model: AnyModel,
+  ibot: IBOTLoss | null,
+  batch: { u: Tensor; v: Tensor | null; text: Tensor },
+  options: ForwardOptions,
+): { loss: Tensor; terms: Record<string, Tensor> } {
+  if (model instanceof DetailCLIP) {
+    if (batch.v === null || ibot === null) throw new Error("DetailCLIP training needs two views and the iBOT loss");
+    const out = model.forwardTrain(batch.u, batch.v, batch.text, options.momentum);
+    const terms: DetailClipLossResult = detailClipLoss(out, { u: batch.u, v: batch.v }, ibot, options.epoch, {
+      patchSize: model.config.vision.patchSize,
+      normPix: options.normPix,
+      weights: options.weights,
+    });
+    return { loss: terms.loss, terms: { ...terms } };
+  }
+  if (!(model instanceof CLIP)) throw new Error("unknown model type");
+  const { imageEmbed, textEmbed, logitScale } = model.forward(batch.u, batch.text);
+  const clip = clipLoss({ imageU: imageEmbed, imageV: imageEmbed, text: textEmbed, logitScale });
+  return { loss: clip.loss, terms: { loss: clip.loss, clip_acc: clip.accuracy } };
+}
+
+function restore(
+  path: string,
+  parts: { model: AnyModel; optimizer: AdamW; ibot: IBOTLoss | null; scaler: GradScaler | null; device: Device },
+): { step: number; history: StepRecord[]; evalBefore: SyntheticEval | null } {
+  const { tensors, meta } = loadCheckpoint(path);
+  try {
+    const section = (prefix: string): Map<string, Tensor> => {
+      const out = new Map<string, Tensor>();
+      for (const [key, value] of tensors) if (key.startsWith(prefix)) out.set(key.slice(prefix.length), value);
+      return out;
+    };
+    parts.model.loadStateDict(section("model."), { where: path });
+    parts.optimizer.loadStateTensors(section("optimizer."), Number(meta.optimizer_steps ?? meta.step));
+    if (parts.ibot) parts.ibot.loadStateDict(section("ibot."), { where: path });
+    const rng = tensors.get("rng.cpu");
+    if (rng) setRngState(rng, "cpu");
+    if (parts.scaler && meta.scaler) parts.scaler.load(meta.scaler as { scale: number; growthTracker: number });
+    return {
+      step: Number(meta.step),
+      history: (meta.history as StepRecord[] | undefined) ?? [],
+      evalBefore: (meta.eval_before as SyntheticEval | null | undefined) ?? null,
+    };
+  } finally {
+    for (const t of tensors.values()) t.dispose();
+  }
+}
+
+function describeEval(e: SyntheticEval): string {
+  return `zero-shot top-1 ${e.zeroShotTop1.toFixed(1)}% (chance ${e.chance.toFixed(1)}%), ` +
+    `image→text R@1 ${e.retrievalR1.toFixed(1)}%, text→image R@1 ${e.retrievalT2IR1.toFixed(1)}%`;
+}
+
+function lossCurve(history: StepRecord[]): string {
+  const names = history.length ? Object.keys(history[0].values).filter((n) => n !== "clip_acc") : ["loss"];
+  return lossCurveSvg(
+    names.map((name) => ({ name, points: history.map((h) => [h.step, h.values[name]] as [number, number]) })),
+    { title: "training loss", xLabel: "optimizer step", yLabel: "loss", logY: true },
+  );
+}
