@@ -60,6 +60,8 @@ export interface SyntheticSourceOptions {
   views: 1 | 2;
   /** Target vocabulary of the BPE learned from the synthetic captions. */
   vocabSize?: number;
+  /** Objects per training image (1–3); default: drawn per sample (1–3). */
+  objects?: number;
 }
 
 /**
@@ -95,7 +97,13 @@ export function syntheticTrainSource(options: SyntheticSourceOptions): TrainSour
         const position = (index * batchSize + b) * shard.world + shard.rank;
         indices.push(epoch * epochSize + perm[position % epochSize]);
       }
-      const arrays = syntheticBatchArrays("train", indices, { seed, size: imageSize, views, epoch });
+      const arrays = syntheticBatchArrays("train", indices, {
+        seed,
+        size: imageSize,
+        views,
+        epoch,
+        objects: options.objects,
+      });
       const u = Tensor.fromArray(arrays.u, arrays.shape, { device });
       const v = arrays.v ? Tensor.fromArray(arrays.v, arrays.shape, { device }) : null;
       const text = tokenizer.tokenize(arrays.captions, contextLength);

@@ -216,6 +216,11 @@ export interface SyntheticOptions {
   seed?: number;
   /** Image side in pixels (default 64, at least 16). */
   size?: number;
+  /**
+   * Force the number of objects (1–3) instead of drawing it. The draw still happens, so the rest of the sample's
+   * stream is unchanged; zero-shot evaluation uses 1, where the main object is the whole picture.
+   */
+  objects?: number;
 }
 
 function checkSize(size: number): number {
@@ -382,7 +387,11 @@ export function syntheticSample(split: SyntheticSplit, index: number, options: S
   const side = checkSize(options.size ?? SYNTHETIC_DEFAULT_SIZE);
   const rng = sampleRng(options.seed ?? 0, split, index);
 
-  const count = 1 + rng.below(3);
+  const drawnCount = 1 + rng.below(3);
+  const count = options.objects ?? drawnCount;
+  if (!Number.isInteger(count) || count < 1 || count > 3) {
+    throw new RangeError(`synthetic: objects must be 1, 2 or 3, got ${options.objects}`);
+  }
   // Distinct positions: a partial Fisher–Yates shuffle of the five.
   const order = [0, 1, 2, 3, 4];
   for (let k = 0; k < count; k++) {

@@ -51,6 +51,11 @@ export interface TrainSummary {
   zeroshot_top1_before: number | null;
   zeroshot_top1_after: number | null;
   zeroshot_chance: number | null;
+  /** Colour is the headline zero-shot task of the synthetic run; shape is reported beside it. */
+  zeroshot_task: string | null;
+  zeroshot_shape_top1_before: number | null;
+  zeroshot_shape_top1_after: number | null;
+  zeroshot_shape_chance: number | null;
   retrieval_r1_before: number | null;
   retrieval_r1_after: number | null;
   output_dir: string;
@@ -93,6 +98,7 @@ export async function train(options: TrainOptions, log: (line: string) => void =
     imageSize: preset.vision.imageSize,
     contextLength: preset.text.context,
     views,
+    objects: options.syntheticObjects,
   });
   const config = modelConfigFor(preset, options, source);
   const model = buildModel(config);
@@ -318,6 +324,10 @@ export async function train(options: TrainOptions, log: (line: string) => void =
     zeroshot_top1_before: evalBefore?.zeroShotTop1 ?? null,
     zeroshot_top1_after: evalAfter?.zeroShotTop1 ?? null,
     zeroshot_chance: evalBefore?.chance ?? null,
+    zeroshot_task: evalBefore ? "synthetic colour (single-object val images)" : null,
+    zeroshot_shape_top1_before: evalBefore?.zeroShotShapeTop1 ?? null,
+    zeroshot_shape_top1_after: evalAfter?.zeroShotShapeTop1 ?? null,
+    zeroshot_shape_chance: evalBefore?.shapeChance ?? null,
     retrieval_r1_before: evalBefore?.retrievalR1 ?? null,
     retrieval_r1_after: evalAfter?.retrievalR1 ?? null,
     output_dir: options.outputDir,
@@ -414,7 +424,8 @@ function restore(
 }
 
 function describeEval(e: SyntheticEval): string {
-  return `zero-shot top-1 ${e.zeroShotTop1.toFixed(1)}% (chance ${e.chance.toFixed(1)}%), ` +
+  return `zero-shot colour top-1 ${e.zeroShotTop1.toFixed(1)}% (chance ${e.chance.toFixed(1)}%), ` +
+    `shape ${e.zeroShotShapeTop1.toFixed(1)}% (chance ${e.shapeChance.toFixed(1)}%), ` +
     `image→text R@1 ${e.retrievalR1.toFixed(1)}%, text→image R@1 ${e.retrievalT2IR1.toFixed(1)}%`;
 }
 
