@@ -159,3 +159,17 @@ Deno.test("an injected NaN stops the run naming the step and the term; earlier c
   for (const t of tensors.values()) t.dispose();
   Deno.removeSync(dir, { recursive: true });
 });
+
+Deno.test("the plain CLIP model trains with the same loop (CLIP loss only)", () => {
+  const dir = Deno.makeTempDirSync();
+  const run = runTrain([...SMALL, "--model", "CLIP_tiny_synthetic", "--max-steps", "6", "--output-dir", dir]);
+  assertEquals(run.code, 0, run.out);
+  const summary = JSON.parse(Deno.readTextFileSync(`${dir}/summary.json`));
+  assertEquals([summary.model, summary.steps], ["CLIP_tiny_synthetic", 6]);
+  assert(Number.isFinite(summary.loss_first) && Number.isFinite(summary.loss_last), JSON.stringify(summary));
+  const { tensors, meta } = loadCheckpoint(`${dir}/checkpoint-00000006.safetensors`);
+  assert(![...tensors.keys()].some((k) => k.includes("visual_ema") || k.startsWith("ibot.")), "no teacher state");
+  assertEquals((meta.model_config as { kind: string }).kind, "clip");
+  for (const t of tensors.values()) t.dispose();
+  Deno.removeSync(dir, { recursive: true });
+});
