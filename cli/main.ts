@@ -12,6 +12,10 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
   },
   tokenize: { summary: "CLIP BPE token ids of captions", load: async () => (await import("./tokenize.ts")).main },
   data: { summary: "data tools: bpe (learn a BPE vocabulary)", load: async () => (await import("./data.ts")).main },
+  launch: {
+    summary: "start N training ranks on this node (torchrun-style), restart them on failure",
+    load: async () => (await import("./launch.ts")).main,
+  },
   golden: {
     summary: "run one official training step from golden files and compare",
     load: async () => (await import("./golden.ts")).main,

@@ -1,4 +1,6 @@
 // train.ts: `deno task train [options]`; with no options, the built-in demo on synthetic captioned shapes.
+import { DistError } from "../src/torch/dist.ts";
+import { TorchError } from "../src/torch/mod.ts";
 import { NonFiniteLossError, train } from "../src/train/loop.ts";
 import { OptionError, parseTrainOptions, trainHelp } from "../src/train/options.ts";
 import { UsageError } from "./usage_error.ts";
@@ -23,6 +25,12 @@ export async function main(args: string[]): Promise<number> {
     if (error instanceof NonFiniteLossError) {
       console.error(`detailclip train: ${error.message}`);
       return 3;
+    }
+    // A lost rank, a timeout or mismatched options across ranks: one line, no stack (a collective that fails inside
+    // backward arrives wrapped in the TorchError of backward).
+    if (error instanceof DistError || (error instanceof TorchError && error.nativeMessage.startsWith("dist "))) {
+      console.error(`detailclip train: ${error instanceof TorchError ? error.nativeMessage : error.message}`);
+      return 4;
     }
     throw error;
   }

@@ -39,7 +39,7 @@ typedef void* dc_guard;
 #define DC_NONBLOCKING
 
 /* Bump when any signature or code below changes; src/torch/lib.ts refuses a library with another version. */
-#define DC_ABI_VERSION 2
+#define DC_ABI_VERSION 3
 
 /* ---- library, errors, runtime ------------------------------------------------------------------------------- */
 DC_API int32_t dc_abi_version(void);
@@ -292,6 +292,33 @@ DC_API dc_tensor dc_grad_norm(const dc_tensor* params, int64_t n);
  * K the same for every image) and out_ids_restore (B, N) int64 (inverse permutation of [kept, removed ascending]).
  * grid_h and grid_w must be divisible by cell; ratio must lie in [0, 1]. No gradient flows through it. */
 DC_API int32_t dc_select_tokens(dc_tensor scores, int64_t grid_h, int64_t grid_w, int64_t cell, double ratio, dc_tensor* out_mask, dc_tensor* out_ids_keep, dc_tensor* out_ids_restore);
+
+/* ---- distributed (c10d; dist.cpp) ------------------------------------------------------------------------------ */
+/* Process groups are int64 ids (>= 0). backend: 0 Gloo (CPU tensors), 1 NCCL (CUDA tensors). timeout_ms bounds the
+ * rendezvous, every collective and every store wait. A failed collective (peer died, deadline passed) marks the group
+ * broken; its message names the lost ranks, and every later call on the group repeats it.
+ * 1 when the backend was compiled in, 0 when not. */
+DC_API int32_t dc_dist_available(int32_t backend);
+/* Rank 0 hosts the TCPStore at host:port and waits for world - 1 workers; every rank then forms the group. */
+DC_API int64_t dc_dist_init(const char* host, int64_t port, int64_t rank, int64_t world, int32_t backend, int64_t timeout_ms);
+DC_API int32_t dc_dist_destroy(int64_t group);
+/* In place; op: 0 sum, 1 avg (sum / world), 2 max, 3 min. Any layout and dtype (copied through a dense buffer). */
+DC_API int32_t dc_dist_all_reduce_(int64_t group, dc_tensor t, int32_t op);
+/* Broadcasts each tensor from root, in place, packed into flat buckets of about bucket_bytes (no autograd). */
+DC_API int32_t dc_dist_broadcast_(int64_t group, const dc_tensor* tensors, int64_t n, int64_t root, int64_t bucket_bytes);
+/* (B, ...) -> (world*B, ...) concatenated in rank order; no gradient. Every rank must pass the same shape. */
+DC_API dc_tensor dc_dist_all_gather(int64_t group, dc_tensor t);
+/* As dc_dist_all_gather, with a gradient: backward all-reduces (sums) the incoming gradient and returns this rank's
+ * rows (SLIP's GatherLayer). */
+DC_API dc_tensor dc_dist_gather_with_grad(int64_t group, dc_tensor t);
+DC_API int32_t dc_dist_barrier(int64_t group);
+/* Averages the .grad of each parameter over ranks: flat buckets of about bucket_bytes, one all-reduce each, all in
+ * flight together, then divided by world and copied back. A parameter without a gradient gets a zero one first. */
+DC_API int32_t dc_dist_average_grads_(int64_t group, const dc_tensor* params, int64_t n, int64_t bucket_bytes);
+/* The rendezvous store: key is NUL-terminated; get waits up to the timeout, copies min(size, capacity) bytes into out
+ * and returns the value's size. */
+DC_API int32_t dc_dist_store_set(int64_t group, const char* key, const void* value, int64_t nbytes);
+DC_API int64_t dc_dist_store_get(int64_t group, const char* key, void* out, int64_t capacity);
 
 /* ---- diagnostics ------------------------------------------------------------------------------------------------- */
 /* Runs `iters` times: handle = new (a + b); free(handle). The native baseline for bench/ffi. Returns seconds. */

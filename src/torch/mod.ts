@@ -8,3 +8,4 @@ export * as F from "./functional.ts";
 export * from "./optim.ts";
 export * from "./runtime.ts";
 export * from "./io.ts";
+export * from "./dist.ts";

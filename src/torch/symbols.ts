@@ -1159,6 +1159,94 @@ export const symbols = {
     ],
     result: "i32", /* int32_t */
   },
+  dc_dist_available: {
+    parameters: [
+      "i32", /* int32_t backend */
+    ],
+    result: "i32", /* int32_t */
+  },
+  dc_dist_init: {
+    parameters: [
+      "buffer", /* const char* host */
+      "i64", /* int64_t port */
+      "i64", /* int64_t rank */
+      "i64", /* int64_t world */
+      "i32", /* int32_t backend */
+      "i64", /* int64_t timeout_ms */
+    ],
+    result: "i64", /* int64_t */
+  },
+  dc_dist_destroy: {
+    parameters: [
+      "i64", /* int64_t group */
+    ],
+    result: "i32", /* int32_t */
+  },
+  dc_dist_all_reduce_: {
+    parameters: [
+      "i64", /* int64_t group */
+      "pointer", /* dc_tensor t */
+      "i32", /* int32_t op */
+    ],
+    result: "i32", /* int32_t */
+  },
+  dc_dist_broadcast_: {
+    parameters: [
+      "i64", /* int64_t group */
+      "buffer", /* const dc_tensor* tensors */
+      "i64", /* int64_t n */
+      "i64", /* int64_t root */
+      "i64", /* int64_t bucket_bytes */
+    ],
+    result: "i32", /* int32_t */
+  },
+  dc_dist_all_gather: {
+    parameters: [
+      "i64", /* int64_t group */
+      "pointer", /* dc_tensor t */
+    ],
+    result: "pointer", /* dc_tensor */
+  },
+  dc_dist_gather_with_grad: {
+    parameters: [
+      "i64", /* int64_t group */
+      "pointer", /* dc_tensor t */
+    ],
+    result: "pointer", /* dc_tensor */
+  },
+  dc_dist_barrier: {
+    parameters: [
+      "i64", /* int64_t group */
+    ],
+    result: "i32", /* int32_t */
+  },
+  dc_dist_average_grads_: {
+    parameters: [
+      "i64", /* int64_t group */
+      "buffer", /* const dc_tensor* params */
+      "i64", /* int64_t n */
+      "i64", /* int64_t bucket_bytes */
+    ],
+    result: "i32", /* int32_t */
+  },
+  dc_dist_store_set: {
+    parameters: [
+      "i64", /* int64_t group */
+      "buffer", /* const char* key */
+      "buffer", /* const void* value */
+      "i64", /* int64_t nbytes */
+    ],
+    result: "i32", /* int32_t */
+  },
+  dc_dist_store_get: {
+    parameters: [
+      "i64", /* int64_t group */
+      "buffer", /* const char* key */
+      "buffer", /* void* out */
+      "i64", /* int64_t capacity */
+    ],
+    result: "i64", /* int64_t */
+  },
   dc_bench_add_loop: {
     parameters: [
       "pointer", /* dc_tensor a */
@@ -1171,7 +1259,7 @@ export const symbols = {
 
 /** The integer codes of detailclip.h (op codes and the ABI version), without the DC_ prefix. */
 export const codes = {
-  ABI_VERSION: 2,
+  ABI_VERSION: 3,
   NEG: 0,
   EXP: 1,
   LOG: 2,

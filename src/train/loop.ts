@@ -23,13 +23,14 @@ import {
   type Tensor,
   tidy,
 } from "../torch/mod.ts";
+import { ProcessGroup } from "../torch/dist.ts";
 import { GradScaler, type Precision } from "./amp.ts";
 import { findResumeCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { evaluateSynthetic, type SyntheticEval } from "./evaluate.ts";
 import { JsonlWriter, ProgressBar } from "./logging.ts";
 import { MetricMeter } from "./metrics.ts";
 import { AdamW, officialParamGroups } from "./optimizer.ts";
-import { OptionError, type TrainOptions } from "./options.ts";
+import { flagOf, OptionError, type TrainOptions } from "./options.ts";
 import { lossCurveSvg } from "./plot.ts";
 import { cosineValue, emaMomentum } from "./schedules.ts";
 
@@ -76,13 +77,31 @@ function injectedNaN(): { step: number; term: string } | null {
 }
 
 export async function train(options: TrainOptions, log: (line: string) => void = console.log): Promise<TrainSummary> {
+  // One process unless started by `deno task launch`, torchrun or srun: then every rank runs this same function and
+  // only rank 0 prints, evaluates and writes (src/torch/dist.ts reads the launcher's variables).
+  const pg = ProcessGroup.fromEnv({
+    url: options.distUrl,
+    timeoutMs: options.distTimeout * 1000,
+    backend: options.distBackend,
+    device: options.device,
+  });
+  try {
+    if (pg.distributed) pg.checkConfig(options, flagOf);
+    const summary = await trainRank(options, pg, pg.rank === 0 ? log : () => {});
+    pg.barrier(); // no rank leaves (taking its sockets with it) before every rank has finished
+    return summary;
+  } finally {
+    pg.destroy();
+  }
+}
+
+async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: string) => void): Promise<TrainSummary> {
   const started = performance.now();
-  const rank = 0;
-  const world = 1;
+  const { rank, world } = pg;
 
   // ---- set-up ----------------------------------------------------------------------------------------------------
   if (options.threads) setNumThreads(options.threads);
-  const device = options.device as Device;
+  const device = (world > 1 && options.device === "cuda" ? `cuda:${pg.localRank}` : options.device) as Device;
   if (device !== "cpu" && !cudaIsAvailable()) {
     throw new OptionError(`--device ${device}: this libtorch build has no usable CUDA device`);
   }
@@ -132,7 +151,7 @@ export async function train(options: TrainOptions, log: (line: string) => void =
   log(
     `detailclip train: ${config.name} (${config.kind}) on ${source.name}, ${device}, ${precision}; ` +
       `${model.numParameters({ trainableOnly: true }).toLocaleString("en")} trainable parameters; ` +
-      `${stepsPerEpoch} steps/epoch × ${options.epochs} epochs${
+      `${world > 1 ? `${world} ranks (${pg.backend}) × ` : ""}${stepsPerEpoch} steps/epoch × ${options.epochs} epochs${
         lastStep < totalSteps ? `, stopping at ${lastStep}` : ""
       }`,
   );
@@ -142,9 +161,10 @@ export async function train(options: TrainOptions, log: (line: string) => void =
   let history: StepRecord[] = [];
   let evalBefore: SyntheticEval | null = null;
   if (options.resume) {
-    const found = options.resume === "auto" ? findResumeCheckpoint(options.outputDir) : null;
+    const found = options.resume === "auto" && rank === 0 ? findResumeCheckpoint(options.outputDir) : null;
     for (const skipped of found?.skipped ?? []) log(`resume: skipping ${skipped.path}: ${skipped.reason}`);
-    const path = options.resume === "auto" ? found?.path ?? null : options.resume;
+    const chosen = options.resume === "auto" ? found?.path ?? null : options.resume;
+    const path = JSON.parse(pg.broadcastText(JSON.stringify(chosen))) as string | null; // rank 0's choice
     if (path === null) {
       log(`resume: no checkpoint in ${options.outputDir}; starting from scratch`);
     } else {
@@ -156,11 +176,16 @@ export async function train(options: TrainOptions, log: (line: string) => void =
     }
   }
 
+  if (world > 1) {
+    // Every rank starts from rank 0's weights and centers (after a resume, also its optimizer moments).
+    const state = [...model.stateDict().values(), ...(ibot?.stateDict().values() ?? [])];
+    pg.broadcast_(step > 0 ? [...state, ...optimizer.stateTensors().values()] : state, 0);
+  }
   const jsonl = new JsonlWriter(`${options.outputDir}/metrics.jsonl`, rank, { resumeStep: step });
 
   // ---- evaluation before training ----------------------------------------------------------------------------------
   const evaluate = (): SyntheticEval | null =>
-    options.evalSize > 0
+    options.evalSize > 0 && rank === 0
       ? evaluateSynthetic(model, source, { size: options.evalSize, seed: options.seed, device })
       : null;
   if (step === 0 && evalBefore === null) {
@@ -214,12 +239,16 @@ export async function train(options: TrainOptions, log: (line: string) => void =
   let pending: { step: number; terms: Tensor }[] = []; // device-side loss terms since the last host read
   let termNames: string[] = [];
   const stepStarted = performance.now();
+  const collectiveStarted = pg.collectiveSeconds;
   const firstStep = step;
 
   /** One host read for everything pending: NaN check, history, averages, progress, JSONL. */
   const flush = (): void => {
     if (pending.length === 0) return;
-    const values = tidy(() => stack(pending.map((p) => p.terms), 0).to({ dtype: "float64" }).toArray());
+    // The mean over ranks (one all-reduce per interval): every rank logs, checks and stops on the same numbers.
+    const values = tidy(() =>
+      pg.allReduce_(stack(pending.map((p) => p.terms), 0).to({ dtype: "float64" }), "avg").toArray()
+    );
     const width = termNames.length;
     pending.forEach((entry, row) => {
       const record: Record<string, number> = {};
@@ -268,6 +297,9 @@ export async function train(options: TrainOptions, log: (line: string) => void =
               epoch,
               weights,
               normPix: !options.disableNormPixLoss,
+              dist: world > 1
+                ? { gather: (t) => pg.gatherWithGrad(t), allReduceMean: (t) => pg.allReduceMean(t), rank }
+                : undefined,
             });
           const { loss, terms } = precision === "fp32"
             ? run()
@@ -283,6 +315,7 @@ export async function train(options: TrainOptions, log: (line: string) => void =
         });
       }
 
+      pg.averageGradients(trainable); // DDP's mean over ranks, once per optimizer step (none on micro-steps)
       const stepOk = scaler ? scaler.unscaleAndUpdate(trainable) : true;
       if (stepOk) optimizer.step(lr);
       model.clampLogitScale();
@@ -296,13 +329,22 @@ export async function train(options: TrainOptions, log: (line: string) => void =
         (endOfEpoch && (step / stepsPerEpoch) % options.evalFreq === 0) || step === lastStep;
       if (saveNow) {
         flush(); // never checkpoint parameters that follow a non-finite loss
-        save((line) => progress.println(line));
+        if (rank === 0) save((line) => progress.println(line));
       }
     }
     flush();
   } finally {
     progress.finish();
     for (const entry of pending) entry.terms.dispose();
+  }
+
+  if (world > 1) {
+    const loopSeconds = (performance.now() - stepStarted) / 1000;
+    const comm = pg.collectiveSeconds - collectiveStarted;
+    log(
+      `communication: ${comm.toFixed(2)} s of ${loopSeconds.toFixed(2)} s of steps ` +
+        `(${(100 * comm / Math.max(loopSeconds, 1e-9)).toFixed(1)}% on rank 0, waiting for slower ranks included)`,
+    );
   }
 
   // ---- evaluation after training and the summary ------------------------------------------------------------------
@@ -371,6 +413,8 @@ interface ForwardOptions {
   epoch: number;
   weights: { clip: number; reconst: number; ibotPatch: number; ibotCls: number };
   normPix: boolean;
+  /** Distributed hooks (absent on one process): gather with gradient, mean over ranks, this rank. */
+  dist?: { gather: (t: Tensor) => Tensor; allReduceMean: (t: Tensor) => Tensor; rank: number };
 }
 
 /** One micro-batch: the model's training forward and its loss terms (official names), all on the device. */
@@ -387,12 +431,13 @@ function forwardLoss(
       patchSize: model.config.vision.patchSize,
       normPix: options.normPix,
       weights: options.weights,
+      ...options.dist,
     });
     return { loss: terms.loss, terms: { ...terms } };
   }
   if (!(model instanceof CLIP)) throw new Error("unknown model type");
   const { imageEmbed, textEmbed, logitScale } = model.forward(batch.u, batch.text);
-  const clip = clipLoss({ imageU: imageEmbed, imageV: imageEmbed, text: textEmbed, logitScale });
+  const clip = clipLoss({ imageU: imageEmbed, imageV: imageEmbed, text: textEmbed, logitScale }, options.dist);
   return { loss: clip.loss, terms: { loss: clip.loss, clip_acc: clip.accuracy } };
 }
 
