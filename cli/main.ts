@@ -10,6 +10,14 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
     summary: "train DetailCLIP or CLIP (default: the built-in demo)",
     load: async () => (await import("./train.ts")).main,
   },
+  eval: {
+    summary: "evaluate a checkpoint: zeroshot, retrieval, probe, segprobe",
+    load: async () => (await import("./eval.ts")).main,
+  },
+  export: {
+    summary: "export weights: backbone (timm ViT keys, safetensors)",
+    load: async () => (await import("./export.ts")).main,
+  },
   tokenize: { summary: "CLIP BPE token ids of captions", load: async () => (await import("./tokenize.ts")).main },
   data: { summary: "data tools: bpe (learn a BPE vocabulary)", load: async () => (await import("./data.ts")).main },
   launch: {

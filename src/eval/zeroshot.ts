@@ -1,7 +1,7 @@
 // zeroshot.ts: zero-shot classification as the official code does it (SPEC §7.1–§7.2): each class embedding is
 // the normalised mean of the normalised embeddings of its prompts (every template × every synonym), images are
 // normalised CLS embeddings, and the logits are plain cosine similarities.
-import { F, noGrad, stack, type Tensor, tidy } from "../torch/mod.ts";
+import { F, noGrad, stack, Tensor, tidy } from "../torch/mod.ts";
 
 export interface TextEncoder {
   /** (N, T) int64 token ids -> (N, E). */
@@ -31,12 +31,21 @@ export function zeroShotClassifier(
   );
 }
 
-/** Top-k correctness per sample: logits (N, C), labels (N) int64 -> (N) bool for k = 1 and 5 (when C ≥ 5). */
+/**
+ * Top-k correctness per sample: logits (N, C), labels (N) int64 -> (N) bool. The true class's rank is the number
+ * of classes scoring strictly higher plus the tied ones with a lower index (argmax's rule: ties go to the lowest
+ * index). torch.topk, which the official code uses, orders ties arbitrarily (a partial sort), so top-1 and the
+ * argmax-based mean-per-class could disagree on the same sample; this rule is deterministic and gives a collapsed
+ * model (all logits equal) chance-level accuracy rather than 100%. A non-finite true-class logit is never correct.
+ */
 export function topKCorrect(logits: Tensor, labels: Tensor, k: number): Tensor {
   return tidy(() => {
-    const kk = Math.min(k, logits.size(1));
-    const { indices } = logits.topk(kk, 1); // (N, k)
-    return indices.eq(labels.unsqueeze(1)).sum(1).gt(0); // (N)
+    const classes = logits.size(1);
+    const index = labels.unsqueeze(1); // (N, 1)
+    const target = logits.gather(1, index); // (N, 1)
+    const lower = Tensor.arange(0, classes, 1, { device: logits.device }).unsqueeze(0).lt(index); // (N, C)
+    const rank = logits.gt(target).sum(1).add(logits.eq(target).logicalAnd(lower).sum(1)); // (N)
+    return rank.lt(k).logicalAnd(target.squeeze(1).isfinite()); // (N)
   });
 }
 
@@ -55,13 +64,14 @@ export function zeroShotMetrics(logits: Tensor, labels: Tensor): ZeroShotResult 
     const classes = logits.size(1);
     const top1 = topKCorrect(logits, labels, 1).to({ dtype: "float64" });
     const top5 = topKCorrect(logits, labels, 5).to({ dtype: "float64" });
-    const predicted = logits.argmax(1).toArray();
+    // Per-class recall from the same top-1 decisions, so ties are settled the same way in both numbers.
+    const correct = topKCorrect(logits, labels, 1).toArray();
     const truth = labels.toArray();
     const hits = new Array<number>(classes).fill(0);
     const totals = new Array<number>(classes).fill(0);
     for (let i = 0; i < count; i++) {
       totals[truth[i]] += 1;
-      if (predicted[i] === truth[i]) hits[truth[i]] += 1;
+      if (correct[i]) hits[truth[i]] += 1;
     }
     const present = totals.map((t, c) => [t, c]).filter(([t]) => t > 0);
     const meanPerClass = present.reduce((sum, [t, c]) => sum + hits[c] / t, 0) / Math.max(present.length, 1);

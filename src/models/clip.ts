@@ -1,13 +1,21 @@
-// clip.ts: a plain CLIP with the same towers, initialisation and key names as DetailCLIP's student, for baselines
-// (the same steps and data without the teacher, decoder and iBOT terms).
+// clip.ts: a plain CLIP: the student towers, projections and temperature, in the official registration order and
+// with the official initialisation (SPEC §3.1–§3.3). DetailCLIP extends it with the teacher, decoder and iBOT heads,
+// so CLIP baselines have exactly DetailCLIP's student (the same steps and data without the other terms).
 import { Embedding, LayerNorm, Module } from "../nn/mod.ts";
 import { noGrad, Tensor } from "../torch/mod.ts";
-import type { ClipConfig } from "./configs.ts";
+import type { ClipConfig, TextConfig, VisionConfig } from "./configs.ts";
+
+/** What the shared towers need from a config (ClipConfig and DetailClipConfig both have it). */
+export interface TowerConfig {
+  embedDim: number;
+  vision: VisionConfig;
+  text: TextConfig;
+}
 import { causalMask, encodeText, initTextTransformer, TextTransformer } from "./text.ts";
 import { MaskVisionTransformer } from "./vit.ts";
 
 export class CLIP extends Module {
-  readonly config: ClipConfig;
+  readonly config: ClipConfig | TowerConfig;
   readonly visual: MaskVisionTransformer;
   readonly transformer: TextTransformer;
   readonly token_embedding: Embedding;
@@ -16,9 +24,10 @@ export class CLIP extends Module {
   readonly image_projection: Tensor; // (visionWidth, E)
   readonly text_projection: Tensor; // (textWidth, E)
   readonly logit_scale: Tensor; // ()
-  readonly #textMask: Tensor;
+  /** (context, context) additive causal mask; an attribute, not state (as in the official model). */
+  protected readonly textMask: Tensor;
 
-  constructor(config: ClipConfig) {
+  constructor(config: ClipConfig | TowerConfig) {
     super();
     this.config = config;
     const { vision, text, embedDim } = config;
@@ -30,7 +39,7 @@ export class CLIP extends Module {
     this.image_projection = this.parameter("image_projection", Tensor.empty([vision.width, embedDim]));
     this.text_projection = this.parameter("text_projection", Tensor.empty([text.width, embedDim]));
     this.logit_scale = this.parameter("logit_scale", Tensor.scalar(Math.log(1 / 0.07)));
-    this.#textMask = causalMask(text.context).keep();
+    this.textMask = causalMask(text.context).keep();
     noGrad(() => {
       this.token_embedding.weight.normal_(0, 0.02);
       this.positional_embedding.normal_(0, 0.01);
@@ -41,20 +50,22 @@ export class CLIP extends Module {
   }
 
   /** (B, 3, H, W) -> (B, E) from the CLS token over all patches. */
-  encodeImage(images: Tensor): Tensor {
+  encodeImage(images: Tensor, options: { ema?: boolean } = {}): Tensor {
+    if (options.ema) throw new Error("encodeImage: a plain CLIP has no EMA towers");
     const { tokens } = this.visual.forwardFeatures(images, {}); // (B, 1+L, D)
     return tokens.select(1, 0).matmul(this.image_projection); // (B, E)
   }
 
   /** (B, context) int64 -> (B, E). */
-  encodeText(tokens: Tensor): Tensor {
+  encodeText(tokens: Tensor, options: { ema?: boolean } = {}): Tensor {
+    if (options.ema) throw new Error("encodeText: a plain CLIP has no EMA towers");
     return encodeText({
       tokenEmbedding: this.token_embedding,
       positionalEmbedding: this.positional_embedding,
       transformer: this.transformer,
       lnFinal: this.ln_final,
       projection: this.text_projection,
-      mask: this.#textMask,
+      mask: this.textMask,
     }, tokens);
   }
 
@@ -73,6 +84,6 @@ export class CLIP extends Module {
 
   override dispose(): void {
     super.dispose();
-    this.#textMask.dispose();
+    this.textMask.dispose();
   }
 }

@@ -3,13 +3,14 @@
 // weight iBOT head for student and teacher. Members are registered in the official order, so state-dict keys and
 // order equal the official checkpoint's. The training forward follows SPEC §3.9 step by step, with the decisions
 // of SPEC §12 (no in-place CLS overwrite, any grid and cell size, mask ratio 0 without a crash).
-import { Block, Embedding, LayerNorm, Linear, Module, ModuleList } from "../nn/mod.ts";
+import { Block, LayerNorm, Linear, ModuleList } from "../nn/mod.ts";
 import { cat, emaUpdate_, noGrad, Tensor } from "../torch/mod.ts";
 import type { DetailClipConfig } from "./configs.ts";
 import { restoreSequence, sincosPosEmbed2d } from "./decoder.ts";
 import { IBOTHead } from "./heads.ts";
 import { selectTokens } from "./token_selection.ts";
-import { causalMask, encodeText, initTextTransformer, TextTransformer } from "./text.ts";
+import { CLIP } from "./clip.ts";
+import { encodeText, TextTransformer } from "./text.ts";
 import { MaskVisionTransformer } from "./vit.ts";
 
 /** Everything one training forward produces; B = batch, L = patches, K = iBOT prototypes, R = removed patches. */
@@ -39,18 +40,10 @@ export interface DetailClipOutputs {
   reconstructionV: Tensor;
 }
 
-export class DetailCLIP extends Module {
-  readonly config: DetailClipConfig;
+/** The student CLIP (visual, transformer, embeddings, projections, logit_scale) comes from CLIP, registered first. */
+export class DetailCLIP extends CLIP {
+  declare readonly config: DetailClipConfig;
   readonly gridSize: number;
-  // Student CLIP.
-  readonly visual: MaskVisionTransformer;
-  readonly transformer: TextTransformer;
-  readonly token_embedding: Embedding;
-  readonly positional_embedding: Tensor; // (context, textWidth)
-  readonly ln_final: LayerNorm;
-  readonly image_projection: Tensor; // (visionWidth, E)
-  readonly text_projection: Tensor; // (textWidth, E)
-  readonly logit_scale: Tensor; // ()
   // EMA teacher (SPEC §3.4): token/positional embeddings and ln_final are shared with the student.
   readonly visual_ema: MaskVisionTransformer;
   readonly transformer_e: TextTransformer;
@@ -66,24 +59,12 @@ export class DetailCLIP extends Module {
   // iBOT heads.
   readonly ibot_head: IBOTHead;
   readonly ibot_head_e: IBOTHead;
-  /** (context, context) additive causal mask; an attribute, not state (as in the official model). */
-  readonly #textMask: Tensor;
 
   constructor(config: DetailClipConfig) {
-    super();
-    this.config = config;
+    super(config); // the student CLIP, initialised
     const { vision, text, embedDim, decoder, ibot } = config;
     this.gridSize = vision.imageSize / vision.patchSize;
     const patchDim = vision.patchSize * vision.patchSize * 3;
-
-    this.visual = this.module("visual", new MaskVisionTransformer(vision));
-    this.transformer = this.module("transformer", new TextTransformer(text));
-    this.token_embedding = this.module("token_embedding", new Embedding(text.vocab, text.width));
-    this.positional_embedding = this.parameter("positional_embedding", Tensor.empty([text.context, text.width]));
-    this.ln_final = this.module("ln_final", new LayerNorm(text.width, { eps: 1e-5, castToFloat32: true }));
-    this.image_projection = this.parameter("image_projection", Tensor.empty([vision.width, embedDim]));
-    this.text_projection = this.parameter("text_projection", Tensor.empty([text.width, embedDim]));
-    this.logit_scale = this.parameter("logit_scale", Tensor.scalar(Math.log(1 / 0.07)));
 
     this.visual_ema = this.module("visual_ema", new MaskVisionTransformer(vision));
     this.transformer_e = this.module("transformer_e", new TextTransformer(text));
@@ -111,20 +92,13 @@ export class DetailCLIP extends Module {
     };
     this.ibot_head = this.module("ibot_head", new IBOTHead(head));
     this.ibot_head_e = this.module("ibot_head_e", new IBOTHead(head));
-    this.#textMask = causalMask(text.context).keep();
 
     this.#initialize();
   }
 
-  /** SPEC §3 initialisation, then the teacher as an exact frozen copy of the student. */
+  /** SPEC §3.7 decoder initialisation, then the teacher as an exact frozen copy of the student. */
   #initialize(): void {
-    const { vision, text } = this.config;
     noGrad(() => {
-      this.token_embedding.weight.normal_(0, 0.02);
-      this.positional_embedding.normal_(0, 0.01);
-      initTextTransformer(this.transformer, text.width, text.layers);
-      this.image_projection.normal_(0, vision.width ** -0.5);
-      this.text_projection.normal_(0, text.width ** -0.5);
       // MAE decoder: xavier weights; decoder_embed keeps its default bias, the block biases are zero.
       this.decoder_embed.weight.xavierUniform_();
       this.mask_token.normal_(0, 0.02);
@@ -176,24 +150,25 @@ export class DetailCLIP extends Module {
   }
 
   /** (B, context) int64 token ids -> (B, E); the EMA variant swaps in transformer_e and text_projection_e. */
-  encodeText(tokens: Tensor, options: { ema?: boolean } = {}): Tensor {
+  override encodeText(tokens: Tensor, options: { ema?: boolean } = {}): Tensor {
     const ema = options.ema ?? false;
+    if (!ema) return super.encodeText(tokens);
     return encodeText({
       tokenEmbedding: this.token_embedding,
       positionalEmbedding: this.positional_embedding,
-      transformer: ema ? this.transformer_e : this.transformer,
+      transformer: this.transformer_e,
       lnFinal: this.ln_final,
-      projection: ema ? this.text_projection_e : this.text_projection,
-      mask: this.#textMask,
+      projection: this.text_projection_e,
+      mask: this.textMask,
     }, tokens);
   }
 
   /** (B, 3, H, W) -> (B, E) from the CLS token over all patches (no removal), student or EMA. */
-  encodeImage(images: Tensor, options: { ema?: boolean } = {}): Tensor {
+  override encodeImage(images: Tensor, options: { ema?: boolean } = {}): Tensor {
     const ema = options.ema ?? false;
-    const tower = ema ? this.visual_ema : this.visual;
-    const { tokens } = tower.forwardFeatures(images, {}); // (B, 1+L, D)
-    return tokens.select(1, 0).matmul(ema ? this.image_projection_e : this.image_projection); // (B, E)
+    if (!ema) return super.encodeImage(images);
+    const { tokens } = this.visual_ema.forwardFeatures(images, {}); // (B, 1+L, D)
+    return tokens.select(1, 0).matmul(this.image_projection_e); // (B, E)
   }
 
   /** MAE decoder: (B, 1+K, D) encoder tokens and (B, L) idsRestore -> (B, 1+L, D) after decoder_norm. */
@@ -289,16 +264,6 @@ export class DetailCLIP extends Module {
       reconstructionU,
       reconstructionV,
     };
-  }
-
-  /** Clamps the logit scale to [0, ln 100] in place (after every optimizer step, SPEC §3.3). */
-  clampLogitScale(): void {
-    noGrad(() => this.logit_scale.clamp_(0, Math.log(100)));
-  }
-
-  override dispose(): void {
-    super.dispose();
-    this.#textMask.dispose();
   }
 }
 
