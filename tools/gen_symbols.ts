@@ -16,6 +16,7 @@ const paramTypes: Record<string, string> = {
   "const int64_t*": "buffer",
   "int64_t*": "buffer",
   "double*": "buffer",
+  "const double*": "buffer",
   "const dc_tensor*": "buffer",
   "dc_tensor*": "buffer",
 };

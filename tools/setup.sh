@@ -8,7 +8,7 @@ deno_version=2.9.6
 deno_dir=$root/.tools/node_modules/@deno/linux-x64-glibc
 # libopenblas0-pthread replaces the reference BLAS that libtorch-dev pulls in: matmuls are ~10-20x faster.
 packages=(build-essential cmake pkg-config libtorch-dev libgloo-dev libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev libwebp-dev
-  libopenblas0-pthread python3-torch)
+  libopenblas0-pthread python3-torch python3-pil python3-numpy)
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -39,7 +39,7 @@ typedef void* dc_guard;
 #define DC_NONBLOCKING
 
 /* Bump when any signature or code below changes; src/torch/lib.ts refuses a library with another version. */
-#define DC_ABI_VERSION 3
+#define DC_ABI_VERSION 4
 
 /* ---- library, errors, runtime ------------------------------------------------------------------------------- */
 DC_API int32_t dc_abi_version(void);
@@ -319,6 +319,101 @@ DC_API int32_t dc_dist_average_grads_(int64_t group, const dc_tensor* params, in
  * and returns the value's size. */
 DC_API int32_t dc_dist_store_set(int64_t group, const char* key, const void* value, int64_t nbytes);
 DC_API int64_t dc_dist_store_get(int64_t group, const char* key, void* out, int64_t capacity);
+
+/* ---- data pipeline (data.cpp): image decoding and augmentation on native worker threads ----------------------- */
+/* A loader owns a pool of worker threads that read encoded images (a whole file or a byte range of one, e.g. a tar
+ * member), decode them (JPEG via TurboJPEG with DCT down-scaling, PNG via libpng, WebP via libwebp) to RGB8 and write
+ * the SPEC 6.2 train augmentation or the eval transform as normalized float32 (B, 3, S, S) views.
+ * Loaders are named by positive int64 ids, not pointers, so a stale or twice-freed id is an error, never a crash.
+ * Bad input never fails a call: every candidate image gets a status (DC_IMG_*), and each batch slot is filled by the
+ * first candidate of its chain whose status is DC_IMG_OK. A sample's random stream depends only on
+ * (seed, rank, epoch, sample index, view), never on the worker that ran it. */
+/* Candidate status: 0 decoded; the others are the reasons an image is skipped; -1 in out_status means not tried. */
+#define DC_IMG_OK 0
+#define DC_IMG_MISSING 1
+#define DC_IMG_UNREADABLE 2
+#define DC_IMG_EMPTY 3
+#define DC_IMG_UNSUPPORTED 4
+#define DC_IMG_TOO_LARGE 5
+#define DC_IMG_CORRUPT 6
+#define DC_IMG_TRUNCATED 7
+#define DC_IMG_FAILED 8
+/* Loader configuration: DC_CFG_COUNT doubles at these indices. Mode 0 = train, 1 = eval. Alpha 0 = drop (PIL's
+ * convert("RGB")), 1 = composite on black. A jitter range equal to the identity (1, 1) or hue (0, 0) is not drawn. */
+#define DC_CFG_THREADS 0
+#define DC_CFG_IMAGE_SIZE 1
+#define DC_CFG_MODE 2
+#define DC_CFG_VIEWS 3
+#define DC_CFG_MAX_PIXELS 4
+#define DC_CFG_MAX_BYTES 5
+#define DC_CFG_ALPHA 6
+#define DC_CFG_DCT_SCALING 7
+#define DC_CFG_PIN 8
+#define DC_CFG_SCALE_MIN 9
+#define DC_CFG_SCALE_MAX 10
+#define DC_CFG_RATIO_MIN 11
+#define DC_CFG_RATIO_MAX 12
+#define DC_CFG_JITTER_P 13
+#define DC_CFG_BRIGHTNESS_MIN 14
+#define DC_CFG_BRIGHTNESS_MAX 15
+#define DC_CFG_CONTRAST_MIN 16
+#define DC_CFG_CONTRAST_MAX 17
+#define DC_CFG_SATURATION_MIN 18
+#define DC_CFG_SATURATION_MAX 19
+#define DC_CFG_HUE_MIN 20
+#define DC_CFG_HUE_MAX 21
+#define DC_CFG_GRAY_P 22
+#define DC_CFG_BLUR_P 23
+#define DC_CFG_BLUR_SIGMA_MIN 24
+#define DC_CFG_BLUR_SIGMA_MAX 25
+#define DC_CFG_SOLARIZE_P 26
+#define DC_CFG_SOLARIZE_THRESHOLD 27
+#define DC_CFG_MEAN_R 28
+#define DC_CFG_STD_R 31
+#define DC_CFG_COUNT 34
+/* A candidate is DC_CAND_STRIDE int64 values: byte offset, byte length (-1 = to the end of the file), sample index. */
+#define DC_CAND_STRIDE 3
+/* The per-slot record of dc_loader_collect (DC_INFO_STRIDE int64 values, all -1 for an unfilled slot): the candidate
+ * used, the image size, the decoded size (smaller after DCT scaling), the crop box (top, left, height, width) of each
+ * view in original pixels (eval: crop offset and resized height and width in u, v unused), and the applied ops, 4 bits
+ * per view (1 jitter, 2 grayscale, 4 blur, 8 solarize; v's shifted by 4). */
+#define DC_INFO_CANDIDATE 0
+#define DC_INFO_WIDTH 1
+#define DC_INFO_HEIGHT 2
+#define DC_INFO_DECODED_WIDTH 3
+#define DC_INFO_DECODED_HEIGHT 4
+#define DC_INFO_U_TOP 5
+#define DC_INFO_U_LEFT 6
+#define DC_INFO_U_HEIGHT 7
+#define DC_INFO_U_WIDTH 8
+#define DC_INFO_V_TOP 9
+#define DC_INFO_V_LEFT 10
+#define DC_INFO_V_HEIGHT 11
+#define DC_INFO_V_WIDTH 12
+#define DC_INFO_FLAGS 13
+#define DC_INFO_STRIDE 14
+/* Starts `threads` workers; returns the loader id (> 0) or -1. */
+DC_API int64_t dc_loader_new(const double* config, int64_t n_config);
+/* Stops the workers (waiting for the images in progress) and forgets the loader and its uncollected jobs. */
+DC_API int32_t dc_loader_free(int64_t loader);
+/* Queues one batch and returns at once with a job id (> 0) or -1. paths: n NUL-terminated UTF-8 paths back to back
+ * (paths_nbytes in all); candidates: n * DC_CAND_STRIDE; slot_begin: batch + 1 offsets, slot b tries candidates
+ * [slot_begin[b], slot_begin[b+1]) in order (an empty range leaves the slot untouched; a range with no decodable image
+ * zero-fills it). u and v: contiguous CPU float32 (batch, 3, S, S) tensors to fill, or NULL to allocate (pinned when
+ * the config asks and CUDA is available); v is ignored with one view. */
+DC_API int64_t dc_loader_submit(int64_t loader, const char* paths, int64_t paths_nbytes, const int64_t* candidates, int64_t n, const int64_t* slot_begin, int64_t batch, uint64_t seed, int64_t rank, int64_t epoch, dc_tensor u, dc_tensor v);
+/* Blocks until the job is done, off the JS thread. 0 = done; 1 = unknown loader or job, or the loader was freed
+ * (the message is thread-local to the calling thread: call dc_loader_collect for it). */
+DC_API DC_NONBLOCKING int32_t dc_loader_wait(int64_t loader, int64_t job);
+/* Blocks until the job is done, then writes out_views[0..2) (u, and v or NULL), out_info (batch * DC_INFO_STRIDE,
+ * may be NULL) and out_status (n candidate statuses, may be NULL) and forgets the job. */
+DC_API int32_t dc_loader_collect(int64_t loader, int64_t job, dc_tensor* out_views, int64_t* out_info, int64_t* out_status);
+/* Decodes one encoded image to a (H, W, 3) uint8 tensor. min_side > 0 lets a JPEG decode at the smallest DCT scale
+ * whose shorter side is still >= min_side. Returns 0, or the DC_IMG_* reason (message "image_decode: <reason>"). */
+DC_API int32_t dc_image_decode(const void* data, int64_t nbytes, int64_t max_pixels, int64_t min_side, int32_t alpha, dc_tensor* out);
+/* The RandomResizedCrop boxes the loader would draw for sample indices 0..count-1 (seed, rank 0, epoch 0, view u)
+ * of a width x height image: 5 int64 per box (top, left, height, width, attempt 1..10 or 0 for the fallback). */
+DC_API int32_t dc_crop_params(const double* config, int64_t n_config, int64_t width, int64_t height, uint64_t seed, int64_t count, int64_t* out);
 
 /* ---- diagnostics ------------------------------------------------------------------------------------------------- */
 /* Runs `iters` times: handle = new (a + b); free(handle). The native baseline for bench/ffi. Returns seconds. */

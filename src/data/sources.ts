@@ -29,6 +29,23 @@ export interface TrainSource {
     shard: { rank: number; world: number },
     device: Device,
   ): TrainBatch;
+  /**
+   * Optional (file sources): the same batch, waiting for the native decode workers off the JS thread. The caller owns
+   * the returned tensors (no scope is active across an await) and disposes them after the step.
+   */
+  batchAsync?(
+    epoch: number,
+    index: number,
+    batchSize: number,
+    shard: { rank: number; world: number },
+    device: Device,
+  ): Promise<TrainBatch>;
+  /** Optional: a hint that this batch comes next, so its decoding starts now (file sources guess by themselves). */
+  prefetch?(epoch: number, index: number, batchSize: number, shard: { rank: number; world: number }): void;
+  /** Optional: samples skipped so far by reason (corrupt images, empty captions, ...), for the metrics. */
+  skipped?(): Record<string, number>;
+  /** Optional: stops worker threads and closes files. */
+  close?(): void;
 }
 
 /** A deterministic permutation of [0, n) from a 32-bit seed (Fisher–Yates over a mulberry32 stream). */

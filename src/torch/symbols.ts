@@ -1247,6 +1247,77 @@ export const symbols = {
     ],
     result: "i64", /* int64_t */
   },
+  dc_loader_new: {
+    parameters: [
+      "buffer", /* const double* config */
+      "i64", /* int64_t n_config */
+    ],
+    result: "i64", /* int64_t */
+  },
+  dc_loader_free: {
+    parameters: [
+      "i64", /* int64_t loader */
+    ],
+    result: "i32", /* int32_t */
+  },
+  dc_loader_submit: {
+    parameters: [
+      "i64", /* int64_t loader */
+      "buffer", /* const char* paths */
+      "i64", /* int64_t paths_nbytes */
+      "buffer", /* const int64_t* candidates */
+      "i64", /* int64_t n */
+      "buffer", /* const int64_t* slot_begin */
+      "i64", /* int64_t batch */
+      "u64", /* uint64_t seed */
+      "i64", /* int64_t rank */
+      "i64", /* int64_t epoch */
+      "pointer", /* dc_tensor u */
+      "pointer", /* dc_tensor v */
+    ],
+    result: "i64", /* int64_t */
+  },
+  dc_loader_wait: {
+    parameters: [
+      "i64", /* int64_t loader */
+      "i64", /* int64_t job */
+    ],
+    result: "i32", /* int32_t */
+    nonblocking: true,
+  },
+  dc_loader_collect: {
+    parameters: [
+      "i64", /* int64_t loader */
+      "i64", /* int64_t job */
+      "buffer", /* dc_tensor* out_views */
+      "buffer", /* int64_t* out_info */
+      "buffer", /* int64_t* out_status */
+    ],
+    result: "i32", /* int32_t */
+  },
+  dc_image_decode: {
+    parameters: [
+      "buffer", /* const void* data */
+      "i64", /* int64_t nbytes */
+      "i64", /* int64_t max_pixels */
+      "i64", /* int64_t min_side */
+      "i32", /* int32_t alpha */
+      "buffer", /* dc_tensor* out */
+    ],
+    result: "i32", /* int32_t */
+  },
+  dc_crop_params: {
+    parameters: [
+      "buffer", /* const double* config */
+      "i64", /* int64_t n_config */
+      "i64", /* int64_t width */
+      "i64", /* int64_t height */
+      "u64", /* uint64_t seed */
+      "i64", /* int64_t count */
+      "buffer", /* int64_t* out */
+    ],
+    result: "i32", /* int32_t */
+  },
   dc_bench_add_loop: {
     parameters: [
       "pointer", /* dc_tensor a */
@@ -1259,7 +1330,7 @@ export const symbols = {
 
 /** The integer codes of detailclip.h (op codes and the ABI version), without the DC_ prefix. */
 export const codes = {
-  ABI_VERSION: 3,
+  ABI_VERSION: 4,
   NEG: 0,
   EXP: 1,
   LOG: 2,
@@ -1304,4 +1375,60 @@ export const codes = {
   REMAINDER: 15,
   ATAN2: 16,
   FLOOR_DIVIDE: 17,
+  IMG_OK: 0,
+  IMG_MISSING: 1,
+  IMG_UNREADABLE: 2,
+  IMG_EMPTY: 3,
+  IMG_UNSUPPORTED: 4,
+  IMG_TOO_LARGE: 5,
+  IMG_CORRUPT: 6,
+  IMG_TRUNCATED: 7,
+  IMG_FAILED: 8,
+  CFG_THREADS: 0,
+  CFG_IMAGE_SIZE: 1,
+  CFG_MODE: 2,
+  CFG_VIEWS: 3,
+  CFG_MAX_PIXELS: 4,
+  CFG_MAX_BYTES: 5,
+  CFG_ALPHA: 6,
+  CFG_DCT_SCALING: 7,
+  CFG_PIN: 8,
+  CFG_SCALE_MIN: 9,
+  CFG_SCALE_MAX: 10,
+  CFG_RATIO_MIN: 11,
+  CFG_RATIO_MAX: 12,
+  CFG_JITTER_P: 13,
+  CFG_BRIGHTNESS_MIN: 14,
+  CFG_BRIGHTNESS_MAX: 15,
+  CFG_CONTRAST_MIN: 16,
+  CFG_CONTRAST_MAX: 17,
+  CFG_SATURATION_MIN: 18,
+  CFG_SATURATION_MAX: 19,
+  CFG_HUE_MIN: 20,
+  CFG_HUE_MAX: 21,
+  CFG_GRAY_P: 22,
+  CFG_BLUR_P: 23,
+  CFG_BLUR_SIGMA_MIN: 24,
+  CFG_BLUR_SIGMA_MAX: 25,
+  CFG_SOLARIZE_P: 26,
+  CFG_SOLARIZE_THRESHOLD: 27,
+  CFG_MEAN_R: 28,
+  CFG_STD_R: 31,
+  CFG_COUNT: 34,
+  CAND_STRIDE: 3,
+  INFO_CANDIDATE: 0,
+  INFO_WIDTH: 1,
+  INFO_HEIGHT: 2,
+  INFO_DECODED_WIDTH: 3,
+  INFO_DECODED_HEIGHT: 4,
+  INFO_U_TOP: 5,
+  INFO_U_LEFT: 6,
+  INFO_U_HEIGHT: 7,
+  INFO_U_WIDTH: 8,
+  INFO_V_TOP: 9,
+  INFO_V_LEFT: 10,
+  INFO_V_HEIGHT: 11,
+  INFO_V_WIDTH: 12,
+  INFO_FLAGS: 13,
+  INFO_STRIDE: 14,
 } as const;
