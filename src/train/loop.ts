@@ -10,6 +10,10 @@ import { CLIP } from "../models/clip.ts";
 import { type ModelConfig, modelPreset, parseModelConfig } from "../models/configs.ts";
 import { DetailCLIP } from "../models/detailclip.ts";
 import { syntheticTrainSource, type TrainSource } from "../data/sources.ts";
+import { cocoTrainSource } from "../data/coco.ts";
+import { csvTrainSource } from "../data/csv.ts";
+import { webDatasetTrainSource } from "../data/webdataset.ts";
+import { ClipTokenizer } from "../data/tokenizer.ts";
 import {
   autocast,
   cudaIsAvailable,
@@ -111,14 +115,7 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
 
   const preset = modelPreset(options.model);
   const views = preset.kind === "detailclip" ? 2 : 1;
-  const source: TrainSource = syntheticTrainSource({
-    seed: options.seed,
-    epochSize: options.syntheticSize,
-    imageSize: preset.vision.imageSize,
-    contextLength: preset.text.context,
-    views,
-    objects: options.syntheticObjects,
-  });
+  const source = trainSourceFor(options, preset, views);
   const config = modelConfigFor(preset, options, source);
   const model = buildModel(config);
   model.to(device);
@@ -185,7 +182,7 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
 
   // ---- evaluation before training ----------------------------------------------------------------------------------
   const evaluate = (): SyntheticEval | null =>
-    options.evalSize > 0 && rank === 0
+    options.evalSize > 0 && rank === 0 && source.name === "synthetic"
       ? evaluateSynthetic(model, source, { size: options.evalSize, seed: options.seed, device })
       : null;
   if (step === 0 && evalBefore === null) {
@@ -273,6 +270,7 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
       lr: cosineValue(lrSchedule, current - 1),
       logit_scale: noGrad(() => tidy(() => model.logit_scale.exp().item())),
       ...averages,
+      ...(source.skipped ? { skipped: source.skipped() } : {}),
     });
     meter.reset();
   };
@@ -390,18 +388,66 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
   ibot?.dispose();
   scaler?.dispose();
   model.dispose();
+  const skipped = source.skipped?.() ?? {};
+  if (Object.keys(skipped).length > 0) {
+    log(`skipped samples: ${Object.entries(skipped).map(([reason, n]) => `${reason} ${n}`).join(", ")}`);
+  }
+  source.close?.();
   return summary;
 }
 
 /** The preset with the options' overrides; on synthetic data the vocabulary is the learned BPE's. */
-function modelConfigFor(preset: ModelConfig, options: TrainOptions, source: TrainSource): ModelConfig {
-  const vocab = source.tokenizer.vocabSize;
-  const text = { ...preset.text, vocab: source.name === "synthetic" ? vocab : preset.text.vocab };
-  if (text.vocab < vocab) {
-    throw new OptionError(
-      `--model ${options.model}: vocabulary ${text.vocab} is smaller than the tokenizer's ${vocab}`,
-    );
+/**
+ * The training data: the built-in synthetic shapes, or a file-based source decoded by the native workers with the
+ * CLIP BPE of --bpe (OpenAI's bpe_simple_vocab_16e6.txt.gz, or one learned with `deno task data bpe`).
+ */
+function trainSourceFor(options: TrainOptions, preset: ModelConfig, views: 1 | 2): TrainSource {
+  const imageSize = preset.vision.imageSize;
+  const contextLength = preset.text.context;
+  if (options.dataset === "synthetic") {
+    return syntheticTrainSource({
+      seed: options.seed,
+      epochSize: options.syntheticSize,
+      imageSize,
+      contextLength,
+      views,
+      objects: options.syntheticObjects,
+    });
   }
+  if (!options.metadata) throw new OptionError(`--dataset ${options.dataset} needs --metadata (${METADATA_HELP})`);
+  if (!options.bpe) throw new OptionError(`--dataset ${options.dataset} needs --bpe (a CLIP BPE merges file)`);
+  let tokenizer: ClipTokenizer;
+  try {
+    tokenizer = ClipTokenizer.fromFile(options.bpe);
+  } catch (error) {
+    throw new OptionError(`--bpe ${options.bpe}: ${(error as Error).message}`);
+  }
+  const common = { tokenizer, contextLength, imageSize, views, seed: options.seed, threads: options.workers || 1 };
+  const root = options.root === "" ? undefined : options.root;
+  try {
+    if (options.dataset === "csv") {
+      return csvTrainSource({
+        ...common,
+        path: options.metadata,
+        root,
+        imageColumn: options.csvImgKey,
+        captionColumn: options.csvCaptionKey,
+        separator: options.csvSeparator,
+      });
+    }
+    if (options.dataset === "webdataset") return webDatasetTrainSource({ ...common, shards: options.metadata, root });
+    return cocoTrainSource({ ...common, annotations: options.metadata, root: options.root });
+  } catch (error) {
+    if (error instanceof OptionError) throw error;
+    throw new OptionError(`--dataset ${options.dataset} --metadata ${options.metadata}: ${(error as Error).message}`);
+  }
+}
+
+const METADATA_HELP = "csv: the manifest; webdataset: shard paths or a brace pattern; coco: the captions JSON";
+
+/** The preset with the options' overrides; the text vocabulary is the tokenizer's. */
+function modelConfigFor(preset: ModelConfig, options: TrainOptions, source: TrainSource): ModelConfig {
+  const text = { ...preset.text, vocab: source.tokenizer.vocabSize };
   const raw = preset.kind === "detailclip"
     ? { ...preset, text, maskRatio: options.maskRatio ?? preset.maskRatio }
     : { ...preset, text };

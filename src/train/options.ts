@@ -4,7 +4,7 @@
 import { parseArgs } from "node:util";
 import { z } from "zod";
 
-export const DATASETS = ["synthetic"] as const;
+export const DATASETS = ["synthetic", "csv", "webdataset", "coco"] as const;
 export const PRECISIONS = ["fp32", "bf16", "fp16"] as const;
 
 export const TrainOptionsSchema = z.object({
@@ -12,6 +12,10 @@ export const TrainOptionsSchema = z.object({
   dataset: z.enum(DATASETS).default("synthetic"),
   metadata: z.string().optional(),
   root: z.string().default(""),
+  bpe: z.string().optional(),
+  csvImgKey: z.string().default("filepath"),
+  csvCaptionKey: z.string().default("title"),
+  csvSeparator: z.string().optional(),
   outputDir: z.string().min(1).default("runs/default"),
   maskRatio: z.number().min(0).max(1).optional(),
   momentumEma: z.number().min(0).max(1).default(0.996),
@@ -66,6 +70,14 @@ const FLAGS: Record<string, FlagSpec> = {
   "dataset": { key: "dataset", kind: "string", help: `training data: ${DATASETS.join(", ")}` },
   "metadata": { key: "metadata", kind: "string", help: "dataset metadata file" },
   "root": { key: "root", kind: "string", help: "root folder of the dataset's images" },
+  "bpe": {
+    key: "bpe",
+    kind: "string",
+    help: "CLIP BPE merges file (file datasets; e.g. bpe_simple_vocab_16e6.txt.gz)",
+  },
+  "csv-img-key": { key: "csvImgKey", kind: "string", help: "CSV column of image paths (filepath)" },
+  "csv-caption-key": { key: "csvCaptionKey", kind: "string", help: "CSV column of captions (title)" },
+  "csv-separator": { key: "csvSeparator", kind: "string", help: "CSV separator (tab for .tsv, else comma)" },
   "output-dir": { key: "outputDir", kind: "string", help: "run folder: checkpoints, metrics, summary (runs/default)" },
   "mask-ratio": { key: "maskRatio", kind: "number", help: "official meaning: keeps int(cells*r)+1 cells (0.5)" },
   "momentum-ema": { key: "momentumEma", kind: "number", help: "initial EMA momentum, cosine to 1 (0.996; demo 0.99)" },
