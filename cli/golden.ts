@@ -16,15 +16,26 @@ import {
   type TensorResult,
 } from "../src/train/golden_compare.ts";
 import { AdamW, officialParamGroups } from "../src/train/optimizer.ts";
-import { loadSafeTensors, manualSeed, SafeTensorsFile, type Tensor, tidy, writeSafeTensors } from "../src/torch/mod.ts";
+import {
+  cudaIsAvailable,
+  type Device,
+  loadSafeTensors,
+  manualSeed,
+  SafeTensorsFile,
+  setAllowTF32,
+  type Tensor,
+  tidy,
+  writeSafeTensors,
+} from "../src/torch/mod.ts";
 import { UsageError } from "./usage_error.ts";
 
-const help = `usage: deno task golden --ref DIR [--out DIR2]
+const help = `usage: deno task golden --ref DIR [--out DIR2] [--device cpu|cuda|cuda:N]
 
 Runs one official DetailCLIP training step (EMA update, teacher, masks, student, decoder, heads, text, losses,
 center update, backward, AdamW with the official parameter groups, logit-scale clamp) from DIR/meta.json,
 DIR/weights.safetensors and DIR/inputs.safetensors; compares with DIR/{outputs,grads,after}.safetensors where
-present; writes ours to DIR2 when --out is given. Exit status 1 when a tolerance is exceeded.`;
+present; writes ours to DIR2 when --out is given. --device runs the step on a CUDA device in fp32 with TF32 off
+(the tolerances are fp32's). Exit status 1 when a tolerance is exceeded.`;
 
 const MetaSchema = z.object({
   hyper: z.record(z.number()),
@@ -44,7 +55,12 @@ const MetaSchema = z.object({
 export async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
-    options: { ref: { type: "string" }, out: { type: "string" }, help: { type: "boolean", short: "h" } },
+    options: {
+      ref: { type: "string" },
+      out: { type: "string" },
+      device: { type: "string", default: "cpu" },
+      help: { type: "boolean", short: "h" },
+    },
     strict: true,
   });
   if (values.help) {
@@ -62,7 +78,15 @@ export async function main(args: string[]): Promise<number> {
     throw new UsageError(`${ref}/meta.json: ${issues}`);
   }
   const meta = parsed.data;
-  const produced = runGoldenStep(ref, meta);
+  const device = values.device as Device;
+  if (!/^(cpu|cuda|cuda:\d+)$/.test(device)) {
+    throw new UsageError(`--device must be cpu, cuda or cuda:N, got '${device}'`);
+  }
+  if (device !== "cpu") {
+    if (!cudaIsAvailable()) throw new UsageError(`--device ${device}: this libtorch build has no usable CUDA device`);
+    setAllowTF32(false); // libtorch lets cuDNN convolutions use TF32 by default; the golden tolerances are fp32's
+  }
+  const produced = runGoldenStep(ref, meta, device);
   try {
     if (values.out) {
       await Deno.mkdir(values.out, { recursive: true });
@@ -85,7 +109,7 @@ interface Produced {
 }
 
 /** The official step, in the official order (shared/golden/README.md "Step order"). */
-function runGoldenStep(ref: string, meta: z.infer<typeof MetaSchema>): Produced {
+function runGoldenStep(ref: string, meta: z.infer<typeof MetaSchema>, device: Device): Produced {
   manualSeed(meta.hyper.seed ?? 0);
   const config = configFromGoldenHyper(meta.hyper, meta.mask_ratio);
   const model = new DetailCLIP(config);
@@ -96,7 +120,8 @@ function runGoldenStep(ref: string, meta: z.infer<typeof MetaSchema>): Produced 
     for (const t of weights.values()) t.dispose();
   }
   model.train();
-  const inputs = loadSafeTensors(`${ref}/inputs.safetensors`);
+  if (device !== "cpu") model.to(device);
+  const inputs = loadSafeTensors(`${ref}/inputs.safetensors`, { device });
   const need = (name: string): Tensor => {
     const t = inputs.get(name);
     if (t === undefined) throw new UsageError(`${ref}/inputs.safetensors has no tensor '${name}'`);
@@ -109,6 +134,7 @@ function runGoldenStep(ref: string, meta: z.infer<typeof MetaSchema>): Produced 
     centerMomentum: meta.center_momentum ?? 0.9,
     centerMomentum2: meta.center_momentum ?? 0.9,
   });
+  if (device !== "cpu") ibot.to(device);
   const optimizer = new AdamW(officialParamGroups(model.namedParameters(), meta.wd), {
     betas: meta.betas,
     eps: meta.eps,
@@ -139,6 +165,15 @@ function runGoldenStep(ref: string, meta: z.infer<typeof MetaSchema>): Produced 
     optimizer.dispose();
     ibot.dispose();
     model.dispose();
+  }
+  if (device !== "cpu") {
+    // The comparison and the safetensors writer read host memory.
+    for (const map of [outputs, grads, after]) {
+      for (const [name, t] of map) {
+        map.set(name, t.to("cpu").keep());
+        t.dispose();
+      }
+    }
   }
   return { outputs, grads, after };
 }

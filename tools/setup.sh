@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # setup.sh: makes a fresh Debian 12 machine ready, idempotently and quickly when nothing changed:
-# Debian packages (libtorch, gloo, turbojpeg, webp, png, cmake; python3-torch for the benchmark baselines),
-# Deno 2.9.6 from npm into .tools/, and the native library. Sourced by ./dc; safe to run by itself.
+# Debian packages (libtorch, gloo, turbojpeg, webp, png, cmake; python3-torch and python3-torchvision for the
+# benchmark baselines), Deno 2.9.6 from npm into .tools/, and the native library. Sourced by ./dc; safe to run by itself.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 deno_version=2.9.6
 deno_dir=$root/.tools/node_modules/@deno/linux-x64-glibc
 # libopenblas0-pthread replaces the reference BLAS that libtorch-dev pulls in: matmuls are ~10-20x faster.
 packages=(build-essential cmake pkg-config libtorch-dev libgloo-dev libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev libwebp-dev
-  libopenblas0-pthread python3-torch python3-pil python3-numpy)
+  libopenblas0-pthread python3-torch python3-torchvision python3-pil python3-numpy)
 
 missing=()
 for pkg in "${packages[@]}"; do

@@ -39,7 +39,7 @@ typedef void* dc_guard;
 #define DC_NONBLOCKING
 
 /* Bump when any signature or code below changes; src/torch/lib.ts refuses a library with another version. */
-#define DC_ABI_VERSION 4
+#define DC_ABI_VERSION 5
 
 /* ---- library, errors, runtime ------------------------------------------------------------------------------- */
 DC_API int32_t dc_abi_version(void);
@@ -414,6 +414,20 @@ DC_API int32_t dc_image_decode(const void* data, int64_t nbytes, int64_t max_pix
 /* The RandomResizedCrop boxes the loader would draw for sample indices 0..count-1 (seed, rank 0, epoch 0, view u)
  * of a width x height image: 5 int64 per box (top, left, height, width, attempt 1..10 or 0 for the fallback). */
 DC_API int32_t dc_crop_params(const double* config, int64_t n_config, int64_t width, int64_t height, uint64_t seed, int64_t count, int64_t* out);
+
+/* ---- CUDA kernels and device switches (kernels/, cuda.cpp) ---------------------------------------------------- */
+/* 1 when this library was built with the CUDA kernels (a CUDA libtorch and nvcc), else 0. */
+DC_API int32_t dc_kernels_compiled(void);
+/* acc (B, N-1) float32 += sum over heads of softmax(scale * q_cls . k_j) for keys j = 1..N-1, from the packed qkv
+ * Linear output (B, N, 3*heads*head_dim) ([q | k | v], heads contiguous in each third), so the teacher's CLS
+ * attention never needs the (B, H, N, N) map (SPEC 3.5 step 2, 12.7). CUDA: one fused kernel (float32, float16 or
+ * bfloat16 qkv; deterministic head order); CPU or a build without kernels: the libtorch composition. No gradient. */
+DC_API int32_t dc_cls_attention_accumulate_(dc_tensor acc, dc_tensor qkv, int64_t heads, double scale);
+/* TF32 for cuBLAS matmuls and cuDNN convolutions (libtorch: matmul off, cuDNN on by default); 0 turns both off. */
+DC_API int32_t dc_set_allow_tf32(int32_t enabled);
+/* The CUDA caching allocator's peak allocated bytes on the device since the last reset; -1 without CUDA. */
+DC_API int64_t dc_cuda_max_memory_allocated(int32_t device);
+DC_API int32_t dc_cuda_reset_peak_memory_stats(int32_t device);
 
 /* ---- diagnostics ------------------------------------------------------------------------------------------------- */
 /* Runs `iters` times: handle = new (a + b); free(handle). The native baseline for bench/ffi. Returns seconds. */

@@ -1,7 +1,8 @@
 // prune.cpp: the "token selection" section of detailclip.h, the CPU reference of attention-guided token removal
 // (SPEC 3.5 steps 3-5 and 3.6). It is one op rather than a chain of interpolate/argsort/scatter calls so that the
-// pooling arithmetic, the tie rule and the three outputs are defined in one place; a CUDA kernel will share this
-// contract. The work is tiny (B x 196 scores), so a scalar loop per image is the clearest correct form.
+// pooling arithmetic, the tie rule and the three outputs are defined in one place; the CUDA kernel
+// (kernels/token_select.cu) shares this contract and serves CUDA scores when the build has it. The work is tiny
+// (B x 196 scores), so a scalar loop per image is the clearest correct form.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -9,6 +10,13 @@
 #include <vector>
 
 #include "common.h"
+
+#if DC_WITH_KERNELS
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "../../kernels/kernels.h"
+#endif
 
 namespace {
 
@@ -104,6 +112,32 @@ Selection select_tokens(const at::Tensor& scores, int64_t grid_h, int64_t grid_w
   return {mask, ids_keep, ids_restore};
 }
 
+#if DC_WITH_KERNELS
+Selection select_cuda(const at::Tensor& scores, int64_t grid_h, int64_t grid_w, int64_t cell, int64_t keep_cells) {
+  const c10::cuda::CUDAGuard guard(scores.device());
+  const int64_t batch = scores.size(0);
+  const auto on_device = at::TensorOptions().device(scores.device());
+  Selection result{at::empty({batch, grid_h * grid_w}, on_device.dtype(at::kBool)),
+                   at::empty({batch, keep_cells * cell * cell}, on_device.dtype(at::kLong)),
+                   at::empty({batch, grid_h * grid_w}, on_device.dtype(at::kLong))};
+  // A torch bool is one byte holding 0 or 1, which is what the kernel writes.
+  auto* mask = reinterpret_cast<uint8_t*>(result.mask.data_ptr<bool>());
+  void* stream = at::cuda::getCurrentCUDAStream().stream();
+  const int status =
+      scores.scalar_type() == at::kDouble
+          ? dc_kernels::select_tokens_f64(scores.data_ptr<double>(), batch, grid_h, grid_w, cell, keep_cells, mask,
+                                          result.ids_keep.data_ptr<int64_t>(), result.ids_restore.data_ptr<int64_t>(),
+                                          stream)
+          : dc_kernels::select_tokens_f32(scores.data_ptr<float>(), batch, grid_h, grid_w, cell, keep_cells, mask,
+                                          result.ids_keep.data_ptr<int64_t>(), result.ids_restore.data_ptr<int64_t>(),
+                                          stream);
+  if (status != 0) {
+    throw std::runtime_error(std::string("dc_select_tokens: CUDA kernel failed: ") + dc_kernels::error_string(status));
+  }
+  return result;
+}
+#endif
+
 Selection select(const at::Tensor& input, int64_t grid_h, int64_t grid_w, int64_t cell, double ratio) {
   const std::string where = "dc_select_tokens: ";
   if (input.dim() != 2) {
@@ -135,11 +169,17 @@ Selection select(const at::Tensor& input, int64_t grid_h, int64_t grid_w, int64_
   // The official rule (SPEC 3.5 step 4): int(C * ratio) + 1 cells are kept, so "ratio" is close to a keep fraction.
   const int64_t keep_cells = std::min(static_cast<int64_t>(std::floor(static_cast<double>(cells) * ratio)) + 1, cells);
 
-  // CPU reference: CUDA scores are copied to the host, selected here and the results moved back (a CUDA kernel
-  // replaces this path later). Half and bfloat16 scores are widened to float32 first.
-  at::Tensor scores = input.detach().to(at::kCPU);
+  // Half and bfloat16 scores are widened to float32 first (on their own device).
+  at::Tensor scores = input.detach();
   if (scores.scalar_type() != at::kDouble) scores = scores.to(at::kFloat);
   scores = scores.contiguous();
+#if DC_WITH_KERNELS
+  // CUDA scores: kernels/token_select.cu in one launch on the current stream, the same arithmetic as below (shared
+  // header kernels/token_select_impl.h, held equal to select_tokens by tests/kernels_test.ts).
+  if (scores.is_cuda()) return select_cuda(scores, grid_h, grid_w, cell, keep_cells);
+#endif
+  // CPU reference (also for CUDA scores in a build without the kernels: copied to the host and the results moved back).
+  scores = scores.to(at::kCPU);
   Selection result = scores.scalar_type() == at::kDouble
                          ? select_tokens<double>(scores, grid_h, grid_w, cell, keep_cells)
                          : select_tokens<float>(scores, grid_h, grid_w, cell, keep_cells);

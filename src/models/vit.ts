@@ -7,7 +7,7 @@ import { Conv2d } from "../nn/conv.ts";
 import { LayerNorm } from "../nn/layer_norm.ts";
 import { Module } from "../nn/module.ts";
 import { ModuleList } from "../nn/module_list.ts";
-import { cat, Tensor, tidy } from "../torch/mod.ts";
+import { cat, kernelsCompiled, Tensor, tidy } from "../torch/mod.ts";
 
 export interface VisionTransformerConfig {
   imageSize: number;
@@ -128,9 +128,15 @@ export class MaskVisionTransformer extends Module {
       const cls = this.cls_token.add(this.pos_embed.narrow(1, 0, 1)).expand([b, 1, d]); // cls: (B, 1, D)
       let tokens = cat([cls, patches], 1); // tokens: (B, 1 + K, D)
       let attentionSum: Tensor | null = null; // attentionSum: (B, K)
+      // CUDA: one fused kernel per layer adds the head sum into a float32 running sum (SPEC §12.7); the CPU keeps the
+      // libtorch composition below, whose arithmetic the golden masks were checked against.
+      const fused = collectClsAttention && x.device !== "cpu" && kernelsCompiled();
+      if (fused) attentionSum = Tensor.zeros([b, tokens.size(1) - 1], { dtype: "float32", device: x.device });
       for (const block of this.blocks) {
         let next: Tensor;
-        if (collectClsAttention) {
+        if (fused) {
+          next = block.forwardAccumulatingClsAttention(tokens, attentionSum as Tensor);
+        } else if (collectClsAttention) {
           const { out, clsAttention } = block.forwardWithClsAttention(tokens); // clsAttention: (B, H, 1 + K)
           const layerSum = clsAttention.detach().slice(2, 1).sum(1); // layerSum: (B, K), summed over heads
           clsAttention.dispose();

@@ -57,6 +57,21 @@ export class Attention extends Module {
     });
   }
 
+  /**
+   * The same output as forward; adds the head sum of the CLS query's attention over the N-1 patch keys to acc
+   * (B, N-1) float32 in place, through the fused native op (one CUDA kernel on the packed qkv), so neither (B, H, N, N)
+   * nor (B, H, N) is formed. The CUDA teacher path (vit.ts); the CPU keeps forwardWithClsAttention.
+   */
+  forwardAccumulatingClsAttention(x: Tensor, acc: Tensor): Tensor {
+    return tidy(() => {
+      const packed = this.qkv.forward(x); // packed: (B, N, 3D)
+      F.clsAttentionAccumulate_(acc, packed, this.numHeads, this.scale);
+      const [q, k, v] = splitHeads(packed, this.numHeads); // q, k, v: (B, H, N, hd)
+      const out = F.scaledDotProductAttention(q, k, v, null, this.scale); // out: (B, H, N, hd)
+      return this.proj.forward(mergeHeads(out));
+    });
+  }
+
   /** The same output as forward, plus the CLS query's attention probabilities over all N keys: (B, H, N). */
   forwardWithClsAttention(x: Tensor): { out: Tensor; clsAttention: Tensor } {
     return tidy(() => {

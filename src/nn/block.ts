@@ -30,6 +30,14 @@ export class Block extends Module {
     });
   }
 
+  /** forward, adding the layer's CLS-attention head sum (B, N-1) to acc (Attention.forwardAccumulatingClsAttention). */
+  forwardAccumulatingClsAttention(x: Tensor, acc: Tensor): Tensor {
+    return tidy(() => {
+      const h = x.add(this.attn.forwardAccumulatingClsAttention(this.norm1.forward(x), acc)); // h: (B, N, D)
+      return h.add(this.mlp.forward(this.norm2.forward(h)));
+    });
+  }
+
   /** forward plus the CLS query's attention probabilities of this block: clsAttention (B, H, N). */
   forwardWithClsAttention(x: Tensor): { out: Tensor; clsAttention: Tensor } {
     return tidy(() => {

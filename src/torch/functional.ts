@@ -174,6 +174,18 @@ export function selectTokens(
   return { mask, idsKeep, idsRestore };
 }
 
+/**
+ * acc (B, N-1) float32 += the head sum of the CLS query's attention probabilities over the patch keys, from the packed
+ * qkv Linear output (B, N, 3*heads*headDim). On CUDA one fused kernel (kernels/cls_attention.cu), elsewhere the
+ * libtorch composition; the (B, H, N, N) map is never formed. In place on acc; no gradient.
+ */
+export function clsAttentionAccumulate_(acc: Tensor, qkv: Tensor, heads: number, scale: number): void {
+  check(native().dc_cls_attention_accumulate_(acc.handle, qkv.handle, i64(heads), scale), "cls_attention_accumulate_", [
+    acc,
+    qkv,
+  ]);
+}
+
 function pair(value: number | [number, number]): [number, number] {
   return typeof value === "number" ? [value, value] : value;
 }

@@ -36,6 +36,27 @@ export function cudaDeviceCount(): number {
   return count;
 }
 
+/** True when the library was built with the CUDA kernels of kernels/ (a CUDA libtorch and nvcc). */
+export function kernelsCompiled(): boolean {
+  return native().dc_kernels_compiled() === 1;
+}
+
+/** TF32 for cuBLAS matmuls and cuDNN convolutions; false gives full fp32 (the golden check on CUDA). */
+export function setAllowTF32(enabled: boolean): void {
+  check(native().dc_set_allow_tf32(enabled ? 1 : 0), "set_allow_tf32", []);
+}
+
+/** Peak bytes held by the CUDA caching allocator on a device since the last resetPeakMemoryStats. */
+export function maxMemoryAllocated(device: Device = "cuda"): number {
+  const bytes = native().dc_cuda_max_memory_allocated(deviceCode(device));
+  if (bytes < 0n) throw new Error(`cuda_max_memory_allocated: ${lastError()}`);
+  return Number(bytes);
+}
+
+export function resetPeakMemoryStats(device: Device = "cuda"): void {
+  check(native().dc_cuda_reset_peak_memory_stats(deviceCode(device)), "cuda_reset_peak_memory_stats", []);
+}
+
 /** Waits for all queued work on a CUDA device (no-op for the CPU). */
 export function synchronize(device: Device = "cpu"): void {
   check(native().dc_cuda_synchronize(deviceCode(device)), "cuda_synchronize", []);

@@ -1318,6 +1318,37 @@ export const symbols = {
     ],
     result: "i32", /* int32_t */
   },
+  dc_kernels_compiled: {
+    parameters: [],
+    result: "i32", /* int32_t */
+  },
+  dc_cls_attention_accumulate_: {
+    parameters: [
+      "pointer", /* dc_tensor acc */
+      "pointer", /* dc_tensor qkv */
+      "i64", /* int64_t heads */
+      "f64", /* double scale */
+    ],
+    result: "i32", /* int32_t */
+  },
+  dc_set_allow_tf32: {
+    parameters: [
+      "i32", /* int32_t enabled */
+    ],
+    result: "i32", /* int32_t */
+  },
+  dc_cuda_max_memory_allocated: {
+    parameters: [
+      "i32", /* int32_t device */
+    ],
+    result: "i64", /* int64_t */
+  },
+  dc_cuda_reset_peak_memory_stats: {
+    parameters: [
+      "i32", /* int32_t device */
+    ],
+    result: "i32", /* int32_t */
+  },
   dc_bench_add_loop: {
     parameters: [
       "pointer", /* dc_tensor a */
@@ -1330,7 +1361,7 @@ export const symbols = {
 
 /** The integer codes of detailclip.h (op codes and the ABI version), without the DC_ prefix. */
 export const codes = {
-  ABI_VERSION: 4,
+  ABI_VERSION: 5,
   NEG: 0,
   EXP: 1,
   LOG: 2,

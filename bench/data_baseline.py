@@ -1,0 +1,206 @@
+# data_baseline.py: the Python side of bench/data.ts, run by it with /usr/bin/python3 (Debian's python3-pil,
+# python3-torch, python3-torchvision). Three commands, each printing one JSON line:
+#   make DIR SMALL LARGE   writes SMALL 500x375 and LARGE 1600x1200 JPEGs (quality 90, 4:2:0) to DIR
+#   images DIR REPEATS     the official train pipeline (SPEC 6.2; PIL + torchvision, two views) on every DIR/*.jpg,
+#                          on one thread; the best of REPEATS passes
+#   tokens MERGES FILE     a standard-library port of OpenAI's SimpleTokenizer (as tests/tokenizer_test.ts has) on the
+#                          captions in FILE (a JSON list), context 77; the best of 3 passes, each with a fresh cache
+import gzip, html, json, os, random, re, sys, time, unicodedata
+
+
+def make(folder, small, large):
+    from PIL import Image, ImageDraw
+    import numpy as np
+    rng = np.random.default_rng(0)
+    names = []
+    for k, (w, h) in enumerate([(500, 375)] * small + [(1600, 1200)] * large):
+        # smooth colour fields + shapes + mild noise: compresses like a photograph, not like noise or a flat image
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+        base = np.stack([
+            127 + 100 * np.sin(xx / (37 + 5 * c + k % 7) + yy / (53 + 3 * c) + k) for c in range(3)
+        ], axis=-1)
+        base += rng.normal(0, 6, size=base.shape)
+        img = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")
+        draw = ImageDraw.Draw(img)
+        for _ in range(12):
+            x0, y0 = int(rng.integers(0, w - 20)), int(rng.integers(0, h - 20))
+            x1, y1 = x0 + int(rng.integers(10, w // 3)), y0 + int(rng.integers(10, h // 3))
+            fill = tuple(int(v) for v in rng.integers(0, 256, 3))
+            (draw.ellipse if rng.random() < 0.5 else draw.rectangle)([x0, y0, x1, y1], fill=fill)
+        name = f"img_{k:04d}_{w}x{h}.jpg"
+        img.save(os.path.join(folder, name), quality=90, subsampling=2)
+        names.append(name)
+    print(json.dumps({"files": len(names)}))
+
+
+def images(folder, repeats):
+    import torch
+    from PIL import Image, ImageFilter, ImageOps
+    import torchvision.transforms as T
+    torch.set_num_threads(1)
+    random.seed(0)
+    torch.manual_seed(0)
+
+    class GaussianBlur:  # SLIP's: PIL's GaussianBlur with radius ~ U(sigma)
+        def __init__(self, sigma=(0.1, 2.0)):
+            self.sigma = sigma
+
+        def __call__(self, x):
+            return x.filter(ImageFilter.GaussianBlur(radius=random.uniform(*self.sigma)))
+
+    class Solarize:
+        def __call__(self, x):
+            return ImageOps.solarize(x)
+
+    augment = T.Compose([
+        T.RandomResizedCrop(224, scale=(0.14, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+        T.RandomApply([T.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
+        T.RandomGrayscale(p=0.2),
+        T.RandomApply([GaussianBlur()], p=0.1),
+        T.RandomApply([Solarize()], p=0.2),
+        T.ToTensor(),
+        T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]),
+    ])
+    paths = sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.endswith(".jpg"))
+
+    def one_pass():
+        start = time.perf_counter()
+        checksum = 0.0
+        for p in paths:
+            with Image.open(p) as im:
+                rgb = im.convert("RGB")
+            u, v = augment(rgb), augment(rgb)
+            checksum += float(u[0, 0, 0]) + float(v[0, 0, 0])
+        return time.perf_counter() - start
+
+    for p in paths[:3]:  # warm-up
+        with Image.open(p) as im:
+            augment(im.convert("RGB"))
+    best = min(one_pass() for _ in range(repeats))
+    print(json.dumps({"images": len(paths), "seconds": best, "torchvision": __import__("torchvision").__version__}))
+
+
+def bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(2**8):
+        if b not in bs:
+            bs.append(b)
+            cs.append(2**8 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def get_pairs(word):
+    return set(zip(word[:-1], word[1:]))
+
+
+def basic_clean(text):
+    text = unicodedata.normalize("NFC", text)  # stands in for ftfy.fix_text
+    text = html.unescape(html.unescape(text))
+    return text.strip()
+
+
+def whitespace_clean(text):
+    return re.sub(r"\s+", " ", text).strip()
+
+
+class SimpleTokenizer:
+    def __init__(self, bpe_path):
+        self.byte_encoder = bytes_to_unicode()
+        merges = gzip.open(bpe_path).read().decode("utf-8").split("\n")
+        merges = [tuple(m.split()) for m in merges[1:] if m]
+        vocab = list(bytes_to_unicode().values())
+        vocab = vocab + [v + "</w>" for v in vocab]
+        for merge in merges:
+            vocab.append("".join(merge))
+        vocab.extend(["<|startoftext|>", "<|endoftext|>"])
+        self.encoder = dict(zip(vocab, range(len(vocab))))
+        self.bpe_ranks = dict(zip(merges, range(len(merges))))
+        self.cache = {"<|startoftext|>": "<|startoftext|>", "<|endoftext|>": "<|endoftext|>"}
+        self.pat = re.compile(
+            r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[^\W\d_]+|\d|(?:[^\s\w]|_)+""", re.IGNORECASE)
+
+    def bpe(self, token):
+        if token in self.cache:
+            return self.cache[token]
+        word = tuple(token[:-1]) + (token[-1] + "</w>",)
+        pairs = get_pairs(word)
+        if not pairs:
+            return token + "</w>"
+        while True:
+            bigram = min(pairs, key=lambda pair: self.bpe_ranks.get(pair, float("inf")))
+            if bigram not in self.bpe_ranks:
+                break
+            first, second = bigram
+            new_word = []
+            i = 0
+            while i < len(word):
+                try:
+                    j = word.index(first, i)
+                    new_word.extend(word[i:j])
+                    i = j
+                except ValueError:
+                    new_word.extend(word[i:])
+                    break
+                if word[i] == first and i < len(word) - 1 and word[i + 1] == second:
+                    new_word.append(first + second)
+                    i += 2
+                else:
+                    new_word.append(word[i])
+                    i += 1
+            word = tuple(new_word)
+            if len(word) == 1:
+                break
+            pairs = get_pairs(word)
+        word = " ".join(word)
+        self.cache[token] = word
+        return word
+
+    def encode(self, text):
+        bpe_tokens = []
+        text = whitespace_clean(basic_clean(text)).lower()
+        for token in re.findall(self.pat, text):
+            token = "".join(self.byte_encoder[b] for b in token.encode("utf-8"))
+            bpe_tokens.extend(self.encoder[t] for t in self.bpe(token).split(" "))
+        return bpe_tokens
+
+
+def tokenize(tok, texts, context_length=77):
+    # clip.tokenize / SLIP's tokenizer call: SOT + ids + EOT, truncated and zero-padded to the context
+    sot, eot = tok.encoder["<|startoftext|>"], tok.encoder["<|endoftext|>"]
+    rows = []
+    for text in texts:
+        tokens = [sot] + tok.encode(text) + [eot]
+        if len(tokens) > context_length:
+            tokens = tokens[:context_length]
+            tokens[-1] = eot
+        rows.append(tokens + [0] * (context_length - len(tokens)))
+    return rows
+
+
+def tokens(merges, file):
+    with open(file, encoding="utf-8") as f:
+        texts = json.load(f)
+    best = float("inf")
+    checksum = 0
+    for _ in range(3):
+        tok = SimpleTokenizer(merges)  # the constructor is not timed; each pass starts with an empty cache
+        start = time.perf_counter()
+        rows = tokenize(tok, texts)
+        best = min(best, time.perf_counter() - start)
+        checksum = sum(sum(r) for r in rows)
+    print(json.dumps({"captions": len(texts), "seconds": best, "checksum": checksum}))
+
+
+if __name__ == "__main__":
+    cmd = sys.argv[1]
+    if cmd == "make":
+        make(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+    elif cmd == "images":
+        images(sys.argv[2], int(sys.argv[3]))
+    elif cmd == "tokens":
+        tokens(sys.argv[2], sys.argv[3])
+    else:
+        raise SystemExit(f"unknown command {cmd}")
