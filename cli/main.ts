@@ -19,7 +19,10 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
     load: async () => (await import("./export.ts")).main,
   },
   tokenize: { summary: "CLIP BPE token ids of captions", load: async () => (await import("./tokenize.ts")).main },
-  data: { summary: "data tools: bpe (learn a BPE vocabulary)", load: async () => (await import("./data.ts")).main },
+  data: {
+    summary: "data tools: bpe (learn a BPE vocabulary), yfcc-to-csv (YFCC15M pickle to CSV), mnist, fashion-mnist",
+    load: async () => (await import("./data.ts")).main,
+  },
   launch: {
     summary: "start N training ranks on this node (torchrun-style), restart them on failure",
     load: async () => (await import("./launch.ts")).main,

@@ -71,9 +71,11 @@ const BYTE_ENCODER: string[] = (() => {
 })();
 const BYTE_DECODER = new Map<string, number>(BYTE_ENCODER.map((c, b) => [c, b]));
 const utf8 = new TextEncoder();
+const PRINTABLE_ASCII_RE = /^[\x21-\x7e]*$/;
 
 /** A pre-token's UTF-8 bytes spelled in the byte-level alphabet (every character is in the BMP, one code unit). */
 export function byteEncode(token: string): string {
+  if (PRINTABLE_ASCII_RE.test(token)) return token; // bytes 33..126 map to themselves
   let out = "";
   for (const b of utf8.encode(token)) out += BYTE_ENCODER[b];
   return out;
@@ -158,8 +160,12 @@ function fixWidth(char: string): string {
   return char.normalize("NFKC");
 }
 
+// Printable ASCII plus tab and newline: nothing in fixSegment changes such text (when it has no '&' to unescape).
+const PLAIN_RE = /^[\x20-\x7e\t\n]*$/;
+
 /** The ftfy.fix_text subset described at the top of this file. */
 export function fixText(text: string): string {
+  if (PLAIN_RE.test(text) && !text.includes("&")) return text;
   let unescape = true;
   let out = "";
   // ftfy fixes line by line, and once a line holds '<' it stops unescaping for the rest of the text.
@@ -171,6 +177,7 @@ export function fixText(text: string): string {
 }
 
 function fixSegment(text: string, unescape: boolean): string {
+  if (PLAIN_RE.test(text) && !(unescape && text.includes("&"))) return text;
   for (;;) {
     const before = text;
     if (unescape) text = text.replace(/&#?[0-9A-Za-z]{1,24};/g, unescapeStrictEntity);
@@ -448,7 +455,7 @@ export class ClipTokenizer {
     for (const word of splitWords(cleanCaption(text))) {
       if (word === START_OF_TEXT) ids.push(this.#sot);
       else if (word === END_OF_TEXT) ids.push(this.#eot);
-      else ids.push(...this.#bpe(byteEncode(word)));
+      else ids.push(...this.#bpe(word));
     }
     return ids;
   }
@@ -484,15 +491,23 @@ export class ClipTokenizer {
     if (!TRUNCATIONS.includes(truncation)) {
       throw new RangeError(`tokenize: truncation must be one of ${TRUNCATIONS.join(", ")}, got ${truncation}`);
     }
+    const rows = this.#rows(texts, contextLength, truncation);
+    for (const row of rows.ids) while (row.length < contextLength) row.push(0);
+    return rows;
+  }
+
+  /** Like tokenizeRows, without the padding (tokenize writes into a zeroed buffer). */
+  #rows(texts: readonly string[], contextLength: number, truncation: Truncation): TokenizedRows {
     const truncated: number[] = [];
     const ids = texts.map((text, i) => {
-      const tokens = [this.#sot, ...this.encode(text), this.#eot];
+      const tokens = this.encode(text);
+      tokens.unshift(this.#sot);
+      tokens.push(this.#eot);
       if (tokens.length > contextLength) {
         truncated.push(i);
         tokens.length = contextLength;
         if (truncation === "keep-eot") tokens[contextLength - 1] = this.#eot;
       }
-      while (tokens.length < contextLength) tokens.push(0);
       return tokens;
     });
     return { ids, truncated };
@@ -505,18 +520,25 @@ export class ClipTokenizer {
     options: TokenizeOptions = {},
   ): Tensor {
     const list = typeof texts === "string" ? [texts] : texts;
-    const { ids } = this.tokenizeRows(list, contextLength, options);
+    this.tokenizeRows([], contextLength, options); // validates the arguments
+    const { ids } = this.#rows(list, contextLength, options.truncation ?? "keep-eot");
     const flat = new BigInt64Array(list.length * contextLength);
-    ids.forEach((row, i) => row.forEach((id, t) => (flat[i * contextLength + t] = BigInt(id))));
+    // Ids are small non-negative integers: write the low 32 bits of each little-endian int64 (no BigInt per id).
+    const words = new Int32Array(flat.buffer);
+    ids.forEach((row, i) => {
+      const base = 2 * i * contextLength;
+      for (let t = 0; t < row.length; t++) words[base + 2 * t] = row[t];
+    });
     const shape = typeof texts === "string" ? [contextLength] : [list.length, contextLength];
     return Tensor.fromArray(flat, shape, { dtype: "int64" });
   }
 
   /** OpenAI's `bpe()`: merge the lowest-ranked adjacent pair, every occurrence left to right, until none is ranked. */
-  #bpe(token: string): number[] {
-    const hit = this.#cache.get(token);
+  #bpe(preToken: string): number[] {
+    // Cached by the pre-token itself, so a cache hit skips the byte encoding too.
+    const hit = this.#cache.get(preToken);
     if (hit !== undefined) return hit;
-    let word = token.split("");
+    let word = byteEncode(preToken).split("");
     word[word.length - 1] += END_OF_WORD;
     while (word.length > 1) {
       let best = -1, bestRank = Infinity;
@@ -546,7 +568,7 @@ export class ClipTokenizer {
       return id;
     });
     if (this.#cache.size >= CACHE_LIMIT) this.#cache = new Map();
-    this.#cache.set(token, ids);
+    this.#cache.set(preToken, ids);
     return ids;
   }
 }
