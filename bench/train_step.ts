@@ -9,8 +9,10 @@
 // The share of the step spent outside libtorch is estimated from a separate counting pass (every native symbol
 // wrapped in a counter; the timed steps run unwrapped) times the per-call wrapper overhead measured as
 // bench/ffi.ts does, and cross-checked by a direct pass that times the inside of every native call.
-// Usage: deno task bench:step --ref DIR [--steps N] [--threads T] [--warmup W] [--full-student-patch]
-//        [--no-baseline] [--json]
+// The baseline is one long-lived process; with --rounds R, R rounds of N timed steps alternate between ours and
+// its two variants, so both see the same load from other processes (measured and reported as foreign_load_cores).
+// Usage: deno task bench:step --ref DIR [--steps N] [--threads T] [--warmup W] [--rounds R]
+//        [--full-student-patch] [--no-baseline] [--json]
 import { parseArgs } from "node:util";
 import { z } from "zod";
 import { detailClipLoss, IBOTLoss } from "../src/losses/mod.ts";
@@ -28,7 +30,7 @@ import {
 import { symbols } from "../src/torch/symbols.ts";
 import { AdamW, officialParamGroups } from "../src/train/optimizer.ts";
 
-const usage = "usage: deno task bench:step --ref DIR [--steps N] [--threads T] [--warmup W] " +
+const usage = "usage: deno task bench:step --ref DIR [--steps N] [--threads T] [--warmup W] [--rounds R] " +
   "[--full-student-patch] [--no-baseline] [--json]";
 
 export const MetaSchema = z.object({
@@ -149,7 +151,8 @@ function withWrappedSymbols(
   const originals = new Map<string, (...args: unknown[]) => unknown>();
   for (const name of Object.keys(symbols)) {
     const original = table[name];
-    if (typeof original !== "function") continue;
+    // Nonblocking symbols (data loading) are read-only properties; a training step makes no such call.
+    if (typeof original !== "function" || !Object.getOwnPropertyDescriptor(table, name)?.writable) continue;
     originals.set(name, original);
     table[name] = wrap(name, original);
   }
@@ -263,53 +266,107 @@ function wrapperOverhead(): { opNs: number; callNs: number } {
   return { opNs, callNs: median(callSeconds) / iterations * 1e9 };
 }
 
-// ---- the PyTorch eager baseline -----------------------------------------------------------------------------------
-interface BaselineVariant {
-  ms_per_step: number;
-  ms_min: number;
-}
-interface Baseline {
-  verified: boolean;
-  full_patch_head?: BaselineVariant;
-  removed_only?: BaselineVariant;
-  verify?: Record<string, { losses_max_rel: number; after_max_abs: number; problems: string[] }>;
-}
-
-function runBaseline(ref: string, steps: number, threads: number, warmup: number): Baseline | string {
-  const script = new URL("./train_step_baseline.py", import.meta.url).pathname;
-  const args = [
-    script,
-    "--ref",
-    ref,
-    "--steps",
-    String(steps),
-    "--threads",
-    String(threads),
-    "--warmup",
-    String(warmup),
-  ];
-  let out: Deno.CommandOutput;
-  try {
-    out = new Deno.Command("/usr/bin/python3", { args, stdout: "piped", stderr: "piped" }).outputSync();
-  } catch (e) {
-    return `cannot run /usr/bin/python3 (${e instanceof Error ? e.message : e})`;
-  }
-  const stdout = new TextDecoder().decode(out.stdout).trim();
-  const stderr = new TextDecoder().decode(out.stderr).trim();
-  if (!out.success) return `baseline failed (exit ${out.code}): ${stderr.split("\n").slice(-8).join(" | ")}`;
-  return JSON.parse(stdout.split("\n").at(-1)!) as Baseline;
+// ---- the PyTorch eager baseline, served --------------------------------------------------------------------------
+// The baseline runs as one long-lived process (train_step_baseline.py --serve): it verifies itself against the
+// golden files once, warms up, then times N steps of a variant whenever asked. Our rounds and its rounds alternate,
+// so both sides see the same machine load (other processes come and go on a shared 2-core machine).
+interface BaselineVerify {
+  losses_max_rel: number;
+  after_max_abs: number;
+  masks_equal: boolean;
+  problems: string[];
 }
 
-function loadAverage(): number[] | null {
-  try {
-    return Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).map(Number);
-  } catch {
-    return null;
+class Baseline {
+  readonly header: { verified?: boolean; verify?: Record<string, BaselineVerify>; openblas_threads?: string };
+  readonly pid: number;
+  readonly #child: Deno.ChildProcess;
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #lines: AsyncIterator<string>;
+
+  private constructor(child: Deno.ChildProcess, lines: AsyncIterator<string>, header: Baseline["header"]) {
+    this.#child = child;
+    this.pid = child.pid;
+    this.#writer = child.stdin.getWriter();
+    this.#lines = lines;
+    this.header = header;
   }
+
+  /** Starts the baseline; throws with its reason when it cannot run or does not reproduce the golden step. */
+  static async start(ref: string, threads: number, warmup: number): Promise<Baseline> {
+    const script = new URL("./train_step_baseline.py", import.meta.url).pathname;
+    const args = [script, "--ref", ref, "--threads", String(threads), "--warmup", String(warmup), "--serve"];
+    const child = new Deno.Command("/usr/bin/python3", { args, stdin: "piped", stdout: "piped", stderr: "inherit" })
+      .spawn();
+    const lines = readLines(child.stdout);
+    const first = await lines.next();
+    if (first.done) throw new Error(`the PyTorch baseline exited (${(await child.status).code}) before verifying`);
+    const header = JSON.parse(first.value);
+    if (!header.verified) {
+      await child.status;
+      throw new Error("the PyTorch baseline does not reproduce the golden step (see its message above)");
+    }
+    const ready = await lines.next();
+    if (ready.done) throw new Error("the PyTorch baseline exited during its warmup");
+    return new Baseline(child, lines, header);
+  }
+
+  /** Times `steps` steps of a variant: "full" (official full student patch head) or "removed" (removed only). */
+  async time(variant: "full" | "removed", steps: number): Promise<number[]> {
+    await this.#writer.write(new TextEncoder().encode(`${variant} ${steps}\n`));
+    const reply = await this.#lines.next();
+    if (reply.done) throw new Error("the PyTorch baseline exited while timing");
+    return JSON.parse(reply.value).ms_all as number[];
+  }
+
+  async close(): Promise<void> {
+    await this.#writer.write(new TextEncoder().encode("quit\n")).catch(() => {});
+    await this.#writer.close().catch(() => {});
+    await this.#child.status;
+  }
+}
+
+async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let pending = "";
+  for await (const chunk of stream) {
+    pending += decoder.decode(chunk, { stream: true });
+    let newline: number;
+    while ((newline = pending.indexOf("\n")) >= 0) {
+      yield pending.slice(0, newline);
+      pending = pending.slice(newline + 1);
+    }
+  }
+  if (pending.length > 0) yield pending;
+}
+
+// ---- machine load -------------------------------------------------------------------------------------------------
+/** CPU time of the whole machine (busy and total, in clock ticks) and of one process (its utime + stime). */
+interface CpuSample {
+  busy: number;
+  total: number;
+  process: number;
+}
+
+function cpuSample(pid: number): CpuSample {
+  const fields = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = fields.reduce((a, b) => a + b, 0);
+  const idle = fields[3] + fields[4]; // idle + iowait
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  const after = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // fields from 3 (state) on
+  return { busy: total - idle, total, process: Number(after[11]) + Number(after[12]) };
+}
+
+/** Cores kept busy by other processes between two samples of process `pid` (the timed one). */
+function foreignCores(before: CpuSample, after: CpuSample, cores: number): number {
+  const total = after.total - before.total;
+  if (total <= 0) return 0;
+  const foreign = after.busy - before.busy - (after.process - before.process);
+  return Math.max(0, foreign) / total * cores;
 }
 
 // ---- main ---------------------------------------------------------------------------------------------------------
-function main(): number {
+async function main(): Promise<number> {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
@@ -317,6 +374,7 @@ function main(): number {
       steps: { type: "string" },
       threads: { type: "string" },
       warmup: { type: "string" },
+      rounds: { type: "string" },
       "full-student-patch": { type: "boolean" },
       "no-baseline": { type: "boolean" },
       json: { type: "boolean" },
@@ -336,13 +394,26 @@ function main(): number {
   const steps = positiveInt("steps", values.steps, 20);
   const threads = positiveInt("threads", values.threads, 1);
   const warmup = positiveInt("warmup", values.warmup, 3, 0);
+  const rounds = positiveInt("rounds", values.rounds, 1);
   const fullStudentPatch = values["full-student-patch"] ?? false;
   const meta = MetaSchema.parse(JSON.parse(Deno.readTextFileSync(`${ref}/meta.json`)));
+  // OpenBLAS (behind Debian's libblas.so.3) sizes its own pool from the environment when libtorch is loaded, and
+  // setNumThreads does not resize it (libtorch is built with BLAS=generic): pin it to --threads unless set.
+  if (Deno.env.get("OPENBLAS_NUM_THREADS") === undefined) Deno.env.set("OPENBLAS_NUM_THREADS", String(threads));
   setNumThreads(threads);
-  const loadBefore = loadAverage();
+  const cores = navigator.hardwareConcurrency;
 
   const trainer = buildTrainer(ref, meta, fullStudentPatch);
-  let result: Record<string, unknown>;
+  let baseline: Baseline | null = null;
+  const result: Record<string, unknown> = {
+    ref,
+    path: fullStudentPatch ? "full student patch head" : "production (student patch head at removed patches only)",
+    threads,
+    openblas_threads: Deno.env.get("OPENBLAS_NUM_THREADS"),
+    steps,
+    rounds,
+    warmup,
+  };
   try {
     // Step 0 (untimed) starts from the golden weights, so its loss must be the golden one.
     const first = trainer.step(true)!;
@@ -354,16 +425,50 @@ function main(): number {
       );
       return 1;
     }
+    result.first_step_loss = first;
+    result.golden_loss = meta.losses.loss;
     for (let i = 0; i < warmup; i++) trainer.step(false);
+    if (!values["no-baseline"]) {
+      try {
+        baseline = await Baseline.start(ref, threads, warmup);
+      } catch (e) {
+        result.pytorch_error = e instanceof Error ? e.message : String(e);
+      }
+    }
+
+    // Interleaved rounds: ours, then the two PyTorch variants, each N timed steps, with the foreign load measured.
+    const ours: number[] = [];
+    const full: number[] = [];
+    const removed: number[] = [];
+    const load = { ours: [] as number[], pytorch: [] as number[] };
     const liveBefore = liveTensors();
-    const times: number[] = [];
-    for (let i = 0; i < steps; i++) {
-      const start = performance.now();
-      trainer.step(false);
-      times.push(performance.now() - start);
+    const perRound = { ours: [] as number[], full: [] as number[], removed: [] as number[] }; // round medians
+    for (let r = 0; r < rounds; r++) {
+      const before = cpuSample(Deno.pid);
+      const times: number[] = [];
+      for (let i = 0; i < steps; i++) {
+        const start = performance.now();
+        trainer.step(false);
+        times.push(performance.now() - start);
+      }
+      load.ours.push(foreignCores(before, cpuSample(Deno.pid), cores));
+      ours.push(...times);
+      perRound.ours.push(median(times));
+      if (baseline !== null) {
+        const pytorchBefore = cpuSample(baseline.pid);
+        const fullTimes = await baseline.time("full", steps);
+        const removedTimes = await baseline.time("removed", steps);
+        load.pytorch.push(foreignCores(pytorchBefore, cpuSample(baseline.pid), cores));
+        full.push(...fullTimes);
+        removed.push(...removedTimes);
+        perRound.full.push(median(fullTimes));
+        perRound.removed.push(median(removedTimes));
+      }
     }
     const leaked = liveTensors() - liveBefore;
-    const oursMs = median(times);
+    await baseline?.close();
+    baseline = null;
+    const oursMs = median(ours);
 
     const counts = countCalls(trainer, 2);
     const overhead = wrapperOverhead();
@@ -372,17 +477,10 @@ function main(): number {
     const outsideNs = counts.frees * overhead.opNs + Math.max(0, counts.calls - 2 * counts.frees) * overhead.callNs;
     const directShare = directOutsideShare(trainer, Math.min(steps, 5));
 
-    result = {
-      ref,
-      path: fullStudentPatch ? "full student patch head" : "production (student patch head at removed patches only)",
-      threads,
-      steps,
-      warmup,
+    Object.assign(result, {
       ms_per_step: oursMs,
-      ms_min: Math.min(...times),
-      first_step_loss: first,
-      golden_loss: meta.losses.loss,
-      leaked_tensors_per_run: leaked,
+      ms_min: Math.min(...ours),
+      leaked_tensors: leaked,
       native_calls_per_step: counts.calls,
       tensors_per_step: counts.frees,
       top_native_calls: Object.fromEntries(counts.top),
@@ -390,55 +488,60 @@ function main(): number {
       outside_libtorch_ms: outsideNs / 1e6,
       outside_libtorch_share: outsideNs / 1e6 / oursMs,
       outside_libtorch_share_direct: directShare,
+    });
+    if (full.length > 0) {
+      Object.assign(result, {
+        pytorch_ms_per_step: median(full),
+        pytorch_removed_only_ms_per_step: median(removed),
+        pytorch_threads: threads,
+        pytorch_steps: steps * rounds,
+        ratio: median(full) / oursMs,
+        ratio_same_work: median(removed) / oursMs,
+        // The same ratios from each round's pair of medians (neighbours in time), then the median over rounds:
+        // less sensitive to load that changes between rounds.
+        ratio_paired: median(perRound.full.map((t, r) => t / perRound.ours[r])),
+        ratio_same_work_paired: median(perRound.removed.map((t, r) => t / perRound.ours[r])),
+        round_medians_ms: perRound,
+      });
+    }
+    // Cores busy with other processes while each side was timed (median over rounds; 0 = a quiet machine).
+    result.foreign_load_cores = {
+      ours: median(load.ours),
+      pytorch: load.pytorch.length > 0 ? median(load.pytorch) : null,
+      cores,
     };
   } finally {
+    await baseline?.close();
     trainer.dispose();
   }
 
-  if (!values["no-baseline"]) {
-    const baseline = runBaseline(ref, steps, threads, warmup);
-    if (typeof baseline === "string") {
-      result.pytorch_error = baseline;
-    } else {
-      const full = baseline.full_patch_head?.ms_per_step ?? null;
-      const removed = baseline.removed_only?.ms_per_step ?? null;
-      const ours = result.ms_per_step as number;
-      result.pytorch_verified = baseline.verified;
-      result.pytorch_ms_per_step = full;
-      result.pytorch_removed_only_ms_per_step = removed;
-      result.pytorch_threads = threads;
-      result.pytorch_steps = steps;
-      result.ratio = full === null ? null : full / ours;
-      result.ratio_same_work = removed === null ? null : removed / ours;
-    }
-  }
-  result.load_average = { before: loadBefore, after: loadAverage() };
-
   if (values.json) {
     console.log(JSON.stringify(result));
-  } else {
-    const f = (v: unknown): string => typeof v === "number" ? v.toFixed(1) : String(v);
-    console.log(`training step on ${ref} (${result.path}), ${threads} thread(s), median of ${steps}:`);
-    console.log(`  detailclip:            ${f(result.ms_per_step)} ms/step`);
-    if (result.pytorch_error) console.log(`  PyTorch eager: unavailable: ${result.pytorch_error}`);
-    else if (!values["no-baseline"]) {
-      console.log(
-        `  PyTorch eager (official, full patch head): ${f(result.pytorch_ms_per_step)} ms/step; ` +
-          `ratio ${(result.ratio as number).toFixed(2)}x`,
-      );
-      console.log(
-        `  PyTorch eager (patch head at removed only): ${f(result.pytorch_removed_only_ms_per_step)} ` +
-          `ms/step; ratio ${(result.ratio_same_work as number).toFixed(2)}x`,
-      );
-    }
-    console.log(`  native calls per step: ${result.native_calls_per_step} (${result.tensors_per_step} tensors)`);
-    console.log(
-      `  outside libtorch: ${(100 * (result.outside_libtorch_share as number)).toFixed(2)}% ` +
-        `(direct: ${(100 * (result.outside_libtorch_share_direct as number)).toFixed(2)}%)`,
-    );
-    console.log(JSON.stringify(result));
+    return 0;
   }
+  const f = (v: unknown): string => typeof v === "number" ? v.toFixed(1) : String(v);
+  console.log(`training step on ${ref} (${result.path}), ${threads} thread(s), median of ${steps * rounds}:`);
+  console.log(`  detailclip:            ${f(result.ms_per_step)} ms/step`);
+  if (result.pytorch_error) {
+    console.log(`  PyTorch eager: unavailable: ${result.pytorch_error}`);
+  } else if (result.pytorch_ms_per_step !== undefined) {
+    console.log(
+      `  PyTorch eager (official, full patch head): ${f(result.pytorch_ms_per_step)} ms/step; ` +
+        `ratio ${(result.ratio as number).toFixed(2)}x`,
+    );
+    console.log(
+      `  PyTorch eager (patch head at removed only): ${f(result.pytorch_removed_only_ms_per_step)} ` +
+        `ms/step; ratio ${(result.ratio_same_work as number).toFixed(2)}x`,
+    );
+  }
+  console.log(`  native calls per step: ${result.native_calls_per_step} (${result.tensors_per_step} tensors)`);
+  console.log(
+    `  outside libtorch: ${(100 * (result.outside_libtorch_share as number)).toFixed(2)}% ` +
+      `(direct: ${(100 * (result.outside_libtorch_share_direct as number)).toFixed(2)}%)`,
+  );
+  const load = result.foreign_load_cores as { ours: number; pytorch: number | null };
+  console.log(`  other processes kept ${f(load.ours)} / ${f(load.pytorch)} cores busy (ours / PyTorch)`);
   return 0;
 }
 
-if (import.meta.main) Deno.exit(main());
+if (import.meta.main) Deno.exit(await main());

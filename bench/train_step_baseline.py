@@ -7,18 +7,37 @@
 # evaluates it only at the removed patches (all the patch loss reads, SPEC §12.8), as our production path does.
 # The CLS overwrite is the out-of-place form of SPEC §12.1 (the official in-place one fails without autocast).
 # Usage: python3 bench/train_step_baseline.py --ref DIR [--steps N] [--threads T] [--warmup W] [--phases]
-#        [--skip-verify]; prints one JSON line (ms_per_step is the median).
+#        [--skip-verify] [--serve]; prints one JSON line (ms_per_step is the median).
 import argparse
 import json
 import math
+import os
 import struct
 import sys
 import time
 from collections import OrderedDict
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+
+def parse_args():
+    parser = argparse.ArgumentParser(description="One official DetailCLIP training step in PyTorch eager, "
+                                     "checked against golden files, then timed.")
+    parser.add_argument("--ref", required=True)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--skip-verify", action="store_true")
+    parser.add_argument("--phases", action="store_true", help="also report the median time of each phase")
+    parser.add_argument("--serve", action="store_true", help="time on request over stdin (bench/train_step.ts)")
+    return parser.parse_args()
+
+
+# OpenBLAS (Debian's libblas.so.3 when libopenblas0 is installed) sizes its own thread pool from the environment
+# when libtorch loads it, and torch.set_num_threads does not resize it: pin it to --threads unless the caller chose.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", str(parse_args().threads))
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 # ---- safetensors (no package installed): 8-byte little-endian header length, JSON header, raw little-endian data.
 DTYPES = {"F32": torch.float32, "F64": torch.float64, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -476,63 +495,82 @@ def median(values):
     return ordered[len(ordered) // 2]
 
 
-def time_steps(meta, weights, inputs, removed_only, steps, warmup, phases=False):
-    trainer = Trainer(meta, weights, removed_only)
-    u, v, text, m = inputs["u"], inputs["v"], inputs["text"], float(inputs["momentum"])
-    for _ in range(warmup):
-        trainer.step(u, v, text, m)
-    times, laps = [], {}
+class TimedTrainer:
+    """A Trainer on the golden inputs that times its steps (ms), optionally phase by phase."""
 
-    def lap(phase):  # ms since the previous lap, per phase (only with --phases: the timed steps pass no-op laps)
-        nonlocal last
-        now = time.perf_counter()
-        laps.setdefault(phase, []).append((now - last) * 1000)
-        last = now
+    def __init__(self, meta, weights, inputs, removed_only):
+        self.trainer = Trainer(meta, weights, removed_only)
+        self.args = (inputs["u"], inputs["v"], inputs["text"], float(inputs["momentum"]))
 
-    for _ in range(steps):
-        start = last = time.perf_counter()
-        trainer.step(u, v, text, m, lap=lap if phases else (lambda phase: None))
-        times.append((time.perf_counter() - start) * 1000)
+    def run(self, steps, phases=False):
+        times, laps, last = [], {}, 0.0
+
+        def lap(phase):  # ms since the previous lap (only with phases: the timed steps pass a no-op)
+            nonlocal last
+            now = time.perf_counter()
+            laps.setdefault(phase, []).append((now - last) * 1000)
+            last = now
+
+        for _ in range(steps):
+            start = last = time.perf_counter()
+            self.trainer.step(*self.args, lap=lap if phases else (lambda phase: None))
+            times.append((time.perf_counter() - start) * 1000)
+        return times, {phase: median(values) for phase, values in laps.items()}
+
+
+def summary(times, phase_medians=None):
     result = {"ms_per_step": median(times), "ms_min": min(times), "ms_all": times}
-    if phases:
-        result["phases_ms"] = {phase: median(values) for phase, values in laps.items()}
+    if phase_medians:
+        result["phases_ms"] = phase_medians
     return result
 
 
+def serve(trainers, warmup):
+    """Line protocol for bench/train_step.ts, so its rounds interleave with ours under the same machine load:
+    prints {"ready": true} after the warmup, then answers each stdin line "full N" / "removed N" with
+    {"ms_all": [...]} (N timed steps of that variant) until "quit" or end of input."""
+    for t in trainers.values():
+        t.run(warmup)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        if not words or words[0] == "quit":
+            break
+        times, _ = trainers[words[0]].run(int(words[1]))
+        print(json.dumps({"ms_all": times}), flush=True)
+
+
 def main():
-    parser = argparse.ArgumentParser(description="One official DetailCLIP training step in PyTorch eager, "
-                                     "checked against golden files, then timed.")
-    parser.add_argument("--ref", required=True)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--skip-verify", action="store_true")
-    parser.add_argument("--phases", action="store_true", help="also report the median time of each phase")
-    args = parser.parse_args()
+    args = parse_args()
     torch.set_num_threads(args.threads)
     ref = args.ref.rstrip("/")
     with open(f"{ref}/meta.json") as f:
         meta = json.load(f)
     weights = load_safetensors(f"{ref}/weights.safetensors")
     inputs = load_safetensors(f"{ref}/inputs.safetensors")
-    result = {"torch": torch.__version__, "threads": torch.get_num_threads(), "steps": args.steps,
-              "warmup": args.warmup}
+    result = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+              "openblas_threads": os.environ.get("OPENBLAS_NUM_THREADS"), "steps": args.steps, "warmup": args.warmup}
     if not args.skip_verify:
         checks = {name: verify(ref, meta, weights, inputs, flag)
                   for name, flag in (("full_patch_head", False), ("removed_only", True))}
         result["verify"] = checks
         failures = [f"{name}: {p}" for name, c in checks.items() for p in c["problems"]]
+        result["verified"] = not failures
         if failures:
             print("train_step_baseline: FAILED to reproduce the golden step, so its timings would not be comparable:",
                   file=sys.stderr)
             for line in failures:
                 print(f"  {line}", file=sys.stderr)
-            result["verified"] = False
-            print(json.dumps(result))
+            print(json.dumps(result), flush=True)
             return 1
-        result["verified"] = True
-    result["full_patch_head"] = time_steps(meta, weights, inputs, False, args.steps, args.warmup, args.phases)
-    result["removed_only"] = time_steps(meta, weights, inputs, True, args.steps, args.warmup, args.phases)
+    trainers = {"full": TimedTrainer(meta, weights, inputs, False), "removed": TimedTrainer(meta, weights, inputs, True)}
+    if args.serve:
+        print(json.dumps(result), flush=True)
+        serve(trainers, args.warmup)
+        return 0
+    for name, key in (("full", "full_patch_head"), ("removed", "removed_only")):
+        trainers[name].run(args.warmup)
+        result[key] = summary(*trainers[name].run(args.steps, args.phases))
     print(json.dumps(result))
     return 0
 

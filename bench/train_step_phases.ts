@@ -125,6 +125,8 @@ function main(): number {
   const threads = Number(values.threads ?? 1);
   const warmup = Number(values.warmup ?? 2);
   const meta = MetaSchema.parse(JSON.parse(Deno.readTextFileSync(`${ref}/meta.json`)));
+  // As in train_step.ts: OpenBLAS's own pool follows the environment, not setNumThreads.
+  if (Deno.env.get("OPENBLAS_NUM_THREADS") === undefined) Deno.env.set("OPENBLAS_NUM_THREADS", String(threads));
   setNumThreads(threads);
   const trainer = buildTrainer(ref, meta, false);
   const ours: Record<string, number> = {};
