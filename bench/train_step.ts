@@ -14,7 +14,7 @@
 // Usage: deno task bench:step --ref DIR [--steps N] [--threads T] [--warmup W] [--rounds R]
 //        [--full-student-patch] [--no-baseline] [--json]
 import { parseArgs } from "node:util";
-import { z } from "zod";
+import { type GoldenMeta, GoldenMetaSchema } from "../src/train/golden_meta.ts";
 import { detailClipLoss, IBOTLoss } from "../src/losses/mod.ts";
 import { configFromGoldenHyper } from "../src/models/configs.ts";
 import { DetailCLIP } from "../src/models/detailclip.ts";
@@ -33,20 +33,9 @@ import { AdamW, officialParamGroups } from "../src/train/optimizer.ts";
 const usage = "usage: deno task bench:step --ref DIR [--steps N] [--threads T] [--warmup W] [--rounds R] " +
   "[--full-student-patch] [--no-baseline] [--json]";
 
-export const MetaSchema = z.object({
-  hyper: z.record(z.number()),
-  momentum: z.number(),
-  mask_ratio: z.number(),
-  lr: z.number(),
-  wd: z.number(),
-  betas: z.tuple([z.number(), z.number()]),
-  eps: z.number(),
-  epoch: z.number().int(),
-  student_temp: z.number().optional(),
-  center_momentum: z.number().optional(),
-  losses: z.object({ loss: z.number() }).passthrough(),
-}).passthrough();
-export type Meta = z.infer<typeof MetaSchema>;
+// The golden meta.json schema is shared with `deno task golden`.
+export const MetaSchema = GoldenMetaSchema;
+export type Meta = GoldenMeta;
 
 export function median(values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b);

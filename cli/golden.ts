@@ -3,7 +3,6 @@
 // outputs/grads/after files under the tolerances of shared/golden/README.md. It prints the worst tensor of each file
 // and exits 1 when any tolerance is exceeded. Nothing is specialised to one configuration: dims come from meta.json.
 import { parseArgs } from "node:util";
-import { z } from "zod";
 import { configFromGoldenHyper } from "../src/models/configs.ts";
 import { DetailCLIP, type DetailClipOutputs } from "../src/models/detailclip.ts";
 import { detailClipLoss, IBOTLoss } from "../src/losses/mod.ts";
@@ -27,6 +26,7 @@ import {
   tidy,
   writeSafeTensors,
 } from "../src/torch/mod.ts";
+import { type GoldenMeta, readGoldenMeta } from "../src/train/golden_meta.ts";
 import { UsageError } from "./usage_error.ts";
 
 const help = `usage: deno task golden --ref DIR [--out DIR2] [--device cpu|cuda|cuda:N]
@@ -36,21 +36,6 @@ center update, backward, AdamW with the official parameter groups, logit-scale c
 DIR/weights.safetensors and DIR/inputs.safetensors; compares with DIR/{outputs,grads,after}.safetensors where
 present; writes ours to DIR2 when --out is given. --device runs the step on a CUDA device in fp32 with TF32 off
 (the tolerances are fp32's). Exit status 1 when a tolerance is exceeded.`;
-
-const MetaSchema = z.object({
-  hyper: z.record(z.number()),
-  momentum: z.number(),
-  mask_ratio: z.number(),
-  lr: z.number(),
-  wd: z.number(),
-  betas: z.tuple([z.number(), z.number()]),
-  eps: z.number(),
-  epoch: z.number().int(),
-  teacher_temp_cls: z.number().optional(),
-  teacher_temp_patch: z.number().optional(),
-  student_temp: z.number().optional(),
-  center_momentum: z.number().optional(),
-}).passthrough();
 
 export async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -69,15 +54,12 @@ export async function main(args: string[]): Promise<number> {
   }
   if (!values.ref) throw new UsageError("--ref DIR is required (a folder with meta.json and weights/inputs files)");
   const ref = values.ref.replace(/\/$/, "");
-  const metaText = await Deno.readTextFile(`${ref}/meta.json`).catch((e) => {
-    throw new UsageError(`--ref: cannot read ${ref}/meta.json (${e.message})`);
-  });
-  const parsed = MetaSchema.safeParse(JSON.parse(metaText));
-  if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ");
-    throw new UsageError(`${ref}/meta.json: ${issues}`);
+  let meta: GoldenMeta;
+  try {
+    meta = readGoldenMeta(ref);
+  } catch (error) {
+    throw new UsageError(`--ref: ${(error as Error).message}`);
   }
-  const meta = parsed.data;
   const device = values.device as Device;
   if (!/^(cpu|cuda|cuda:\d+)$/.test(device)) {
     throw new UsageError(`--device must be cpu, cuda or cuda:N, got '${device}'`);
@@ -109,7 +91,7 @@ interface Produced {
 }
 
 /** The official step, in the official order (shared/golden/README.md "Step order"). */
-function runGoldenStep(ref: string, meta: z.infer<typeof MetaSchema>, device: Device): Produced {
+function runGoldenStep(ref: string, meta: GoldenMeta, device: Device): Produced {
   manualSeed(meta.hyper.seed ?? 0);
   const config = configFromGoldenHyper(meta.hyper, meta.mask_ratio);
   const model = new DetailCLIP(config);

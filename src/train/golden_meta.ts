@@ -1,0 +1,37 @@
+// golden_meta.ts: the schema of a golden reference folder's meta.json (shared/golden/README.md): the model dims in
+// `hyper`, the step's hyper-parameters and the reference losses. Shared by `deno task golden` and bench/train_step.
+import { z } from "zod";
+
+export const GoldenMetaSchema = z.object({
+  hyper: z.record(z.number()),
+  momentum: z.number(),
+  mask_ratio: z.number(),
+  lr: z.number(),
+  wd: z.number(),
+  betas: z.tuple([z.number(), z.number()]),
+  eps: z.number(),
+  epoch: z.number().int(),
+  teacher_temp_cls: z.number().optional(),
+  teacher_temp_patch: z.number().optional(),
+  student_temp: z.number().optional(),
+  center_momentum: z.number().optional(),
+  losses: z.object({ loss: z.number() }).passthrough(),
+}).passthrough();
+
+export type GoldenMeta = z.infer<typeof GoldenMetaSchema>;
+
+/** Reads and validates DIR/meta.json; the error names the file and every bad field. */
+export function readGoldenMeta(dir: string): GoldenMeta {
+  const path = `${dir.replace(/\/$/, "")}/meta.json`;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Deno.readTextFileSync(path));
+  } catch (error) {
+    throw new Error(`cannot read ${path}: ${(error as Error).message}`);
+  }
+  const parsed = GoldenMetaSchema.safeParse(raw);
+  if (!parsed.success) {
+    throw new Error(`${path}: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
+  }
+  return parsed.data;
+}
