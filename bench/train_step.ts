@@ -266,7 +266,7 @@ interface BaselineVerify {
   problems: string[];
 }
 
-class Baseline {
+export class Baseline {
   readonly header: { verified?: boolean; verify?: Record<string, BaselineVerify>; openblas_threads?: string };
   readonly pid: number;
   readonly #child: Deno.ChildProcess;
@@ -302,10 +302,20 @@ class Baseline {
 
   /** Times `steps` steps of a variant: "full" (official full student patch head) or "removed" (removed only). */
   async time(variant: "full" | "removed", steps: number): Promise<number[]> {
-    await this.#writer.write(new TextEncoder().encode(`${variant} ${steps}\n`));
+    return (await this.timePhases(variant, steps, false)).times;
+  }
+
+  /** As time(), plus each phase's time per step when `phases` (bench/train_step_phases.ts). */
+  async timePhases(
+    variant: "full" | "removed",
+    steps: number,
+    phases = true,
+  ): Promise<{ times: number[]; phases: Record<string, number[]> }> {
+    await this.#writer.write(new TextEncoder().encode(`${variant} ${steps}${phases ? " phases" : ""}\n`));
     const reply = await this.#lines.next();
     if (reply.done) throw new Error("the PyTorch baseline exited while timing");
-    return JSON.parse(reply.value).ms_all as number[];
+    const parsed = JSON.parse(reply.value);
+    return { times: parsed.ms_all as number[], phases: parsed.phases_ms_all as Record<string, number[]> };
   }
 
   async close(): Promise<void> {
@@ -461,9 +471,13 @@ async function main(): Promise<number> {
 
     const counts = countCalls(trainer, 2);
     const overhead = wrapperOverhead();
-    // ffi.ts's op overhead covers one tensor's whole life (its creating call, the Tensor object, scope registration,
-    // its dc_free); every other call (metadata, status-returning in-place ops, grad-mode switches) costs a bare call.
-    const outsideNs = counts.frees * overhead.opNs + Math.max(0, counts.calls - 2 * counts.frees) * overhead.callNs;
+    // Every native call charged ffi.ts's per-op wrapper overhead (calls × overhead / step time). An op there is a
+    // tensor's whole life (its creating call, the Tensor object, scope registration and its dc_free), so this counts
+    // each dc_free twice: an upper estimate. The per-tensor form charges an op per tensor and a bare FFI call for
+    // every other call (metadata, in-place ops returning a status, grad-mode switches).
+    const outsideNs = counts.calls * overhead.opNs;
+    const perTensorNs = counts.frees * overhead.opNs +
+      Math.max(0, counts.calls - 2 * counts.frees) * overhead.callNs;
     const directShare = directOutsideShare(trainer, Math.min(steps, 5));
 
     Object.assign(result, {
@@ -476,6 +490,8 @@ async function main(): Promise<number> {
       wrapper_overhead_ns: { per_tensor_op: overhead.opNs, per_bare_call: overhead.callNs },
       outside_libtorch_ms: outsideNs / 1e6,
       outside_libtorch_share: outsideNs / 1e6 / oursMs,
+      outside_libtorch_share_per_tensor: perTensorNs / 1e6 / oursMs,
+      // All TypeScript time of a step (model code and scopes too), from timing the inside of every native call.
       outside_libtorch_share_direct: directShare,
     });
     if (full.length > 0) {
@@ -526,7 +542,8 @@ async function main(): Promise<number> {
   console.log(`  native calls per step: ${result.native_calls_per_step} (${result.tensors_per_step} tensors)`);
   console.log(
     `  outside libtorch: ${(100 * (result.outside_libtorch_share as number)).toFixed(2)}% ` +
-      `(direct: ${(100 * (result.outside_libtorch_share_direct as number)).toFixed(2)}%)`,
+      `(per tensor: ${(100 * (result.outside_libtorch_share_per_tensor as number)).toFixed(2)}%, ` +
+      `direct: ${(100 * (result.outside_libtorch_share_direct as number)).toFixed(2)}%)`,
   );
   const load = result.foreign_load_cores as { ours: number; pytorch: number | null };
   console.log(`  other processes kept ${f(load.ours)} / ${f(load.pytorch)} cores busy (ours / PyTorch)`);

@@ -31,9 +31,20 @@ def parse_args():
     return parser.parse_args()
 
 
+def threads_argument(argv):
+    """--threads N / --threads=N from the command line, before argparse runs (default 1)."""
+    for i, arg in enumerate(argv):
+        if arg == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--threads="):
+            return arg.split("=", 1)[1]
+    return "1"
+
+
 # OpenBLAS (Debian's libblas.so.3 when libopenblas0 is installed) sizes its own thread pool from the environment
-# when libtorch loads it, and torch.set_num_threads does not resize it: pin it to --threads unless the caller chose.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", str(parse_args().threads))
+# when libtorch loads it, and torch.set_num_threads does not resize it (BLAS_INFO=generic): pin it to --threads
+# unless the caller chose.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", threads_argument(sys.argv))
 
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
@@ -503,6 +514,7 @@ class TimedTrainer:
         self.args = (inputs["u"], inputs["v"], inputs["text"], float(inputs["momentum"]))
 
     def run(self, steps, phases=False):
+        """Times `steps` steps: (ms per step, {phase: ms per step}); the phases are empty unless asked for."""
         times, laps, last = [], {}, 0.0
 
         def lap(phase):  # ms since the previous lap (only with phases: the timed steps pass a no-op)
@@ -515,20 +527,21 @@ class TimedTrainer:
             start = last = time.perf_counter()
             self.trainer.step(*self.args, lap=lap if phases else (lambda phase: None))
             times.append((time.perf_counter() - start) * 1000)
-        return times, {phase: median(values) for phase, values in laps.items()}
+        return times, laps
 
 
-def summary(times, phase_medians=None):
+def summary(times, laps=None):
     result = {"ms_per_step": median(times), "ms_min": min(times), "ms_all": times}
-    if phase_medians:
-        result["phases_ms"] = phase_medians
+    if laps:
+        result["phases_ms"] = {phase: median(values) for phase, values in laps.items()}
     return result
 
 
 def serve(trainers, warmup):
     """Line protocol for bench/train_step.ts, so its rounds interleave with ours under the same machine load:
-    prints {"ready": true} after the warmup, then answers each stdin line "full N" / "removed N" with
-    {"ms_all": [...]} (N timed steps of that variant) until "quit" or end of input."""
+    prints {"ready": true} after the warmup, then answers each stdin line "full N" / "removed N" (optionally
+    followed by "phases") with {"ms_all": [...], "phases_ms_all": {phase: [...]}} (N timed steps of that variant)
+    until "quit" or end of input."""
     for t in trainers.values():
         t.run(warmup)
     print(json.dumps({"ready": True}), flush=True)
@@ -536,8 +549,8 @@ def serve(trainers, warmup):
         words = line.split()
         if not words or words[0] == "quit":
             break
-        times, _ = trainers[words[0]].run(int(words[1]))
-        print(json.dumps({"ms_all": times}), flush=True)
+        times, laps = trainers[words[0]].run(int(words[1]), phases="phases" in words[2:])
+        print(json.dumps({"ms_all": times, "phases_ms_all": laps}), flush=True)
 
 
 def main():

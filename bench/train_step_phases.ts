@@ -5,13 +5,14 @@
 // same computation. Phases: ema, teacher (both views with CLS attention), teacher_head, selection (masks and ids),
 // student (encoders and CLIP image embeddings), decoder (decoders and pixel heads), student_head, text, loss
 // (incl. the center update), backward, optimizer (AdamW, zero_grad, clamp), free (releasing the step's tensors).
-// Usage: deno run --allow-all --unstable-ffi bench/train_step_phases.ts --ref DIR [--steps N] [--threads T]
-//        [--warmup W] [--no-baseline]
+// Ours and the baseline (served, as in train_step.ts) alternate in rounds of N steps, so both see the same load.
+// Usage: deno run --allow-all --unstable-ffi bench/train_step_phases.ts --ref DIR [--steps N] [--rounds R]
+//        [--threads T] [--warmup W] [--no-baseline]
 import { parseArgs } from "node:util";
 import { detailClipLoss } from "../src/losses/mod.ts";
 import { selectTokens } from "../src/models/token_selection.ts";
 import { cat, noGrad, setNumThreads, type Tensor, tidy } from "../src/torch/internal.ts";
-import { buildTrainer, median, MetaSchema, type StepParts } from "./train_step.ts";
+import { Baseline, buildTrainer, median, MetaSchema, type StepParts } from "./train_step.ts";
 
 type Laps = Map<string, number[]>;
 
@@ -104,7 +105,7 @@ function phasedStep(p: StepParts, laps: Laps, readLoss: boolean): number | null 
   return total;
 }
 
-function main(): number {
+async function main(): Promise<number> {
   const { values } = parseArgs({
     args: Deno.args,
     options: {
@@ -112,16 +113,20 @@ function main(): number {
       steps: { type: "string" },
       threads: { type: "string" },
       warmup: { type: "string" },
+      rounds: { type: "string" },
       "no-baseline": { type: "boolean" },
     },
     strict: true,
   });
   if (!values.ref) {
-    console.error("usage: bench/train_step_phases.ts --ref DIR [--steps N] [--threads T] [--warmup W] [--no-baseline]");
+    console.error(
+      "usage: bench/train_step_phases.ts --ref DIR [--steps N] [--rounds R] [--threads T] [--warmup W] [--no-baseline]",
+    );
     return 2;
   }
   const ref = values.ref.replace(/\/$/, "");
-  const steps = Number(values.steps ?? 10);
+  const steps = Number(values.steps ?? 5);
+  const rounds = Number(values.rounds ?? 4);
   const threads = Number(values.threads ?? 1);
   const warmup = Number(values.warmup ?? 2);
   const meta = MetaSchema.parse(JSON.parse(Deno.readTextFileSync(`${ref}/meta.json`)));
@@ -129,8 +134,10 @@ function main(): number {
   if (Deno.env.get("OPENBLAS_NUM_THREADS") === undefined) Deno.env.set("OPENBLAS_NUM_THREADS", String(threads));
   setNumThreads(threads);
   const trainer = buildTrainer(ref, meta, false);
-  const ours: Record<string, number> = {};
-  let oursTotal = 0;
+  // Every step's phase times, ours and the baseline's two variants, gathered over interleaved rounds.
+  const laps: Record<"ours" | "removed" | "full", Laps> = { ours: new Map(), removed: new Map(), full: new Map() };
+  const totals: Record<"ours" | "removed" | "full", number[]> = { ours: [], removed: [], full: [] };
+  let baseline: Baseline | null = null;
   try {
     const first = phasedStep(trainer.parts, new Map(), true)!;
     if (Math.abs(first - meta.losses.loss) / Math.abs(meta.losses.loss) > 1e-4) {
@@ -138,48 +145,45 @@ function main(): number {
       return 1;
     }
     for (let i = 0; i < warmup; i++) phasedStep(trainer.parts, new Map(), false);
-    const laps: Laps = new Map();
-    const totals: number[] = [];
-    for (let i = 0; i < steps; i++) {
-      const start = performance.now();
-      phasedStep(trainer.parts, laps, false);
-      totals.push(performance.now() - start);
+    if (!values["no-baseline"]) baseline = await Baseline.start(ref, threads, warmup);
+    for (let r = 0; r < rounds; r++) {
+      for (let i = 0; i < steps; i++) {
+        const start = performance.now();
+        phasedStep(trainer.parts, laps.ours, false);
+        totals.ours.push(performance.now() - start);
+      }
+      if (baseline === null) continue;
+      for (const variant of ["removed", "full"] as const) {
+        const timed = await baseline.timePhases(variant, steps);
+        totals[variant].push(...timed.times);
+        for (const [phase, times] of Object.entries(timed.phases)) {
+          if (!laps[variant].has(phase)) laps[variant].set(phase, []);
+          laps[variant].get(phase)!.push(...times);
+        }
+      }
     }
-    for (const [phase, times] of laps) ours[phase] = median(times);
-    oursTotal = median(totals);
   } finally {
+    await baseline?.close();
     trainer.dispose();
   }
 
-  let torch: Record<string, Record<string, number>> | null = null;
-  if (!values["no-baseline"]) {
-    const script = new URL("./train_step_baseline.py", import.meta.url).pathname;
-    const args = [script, "--ref", ref, "--steps", String(steps), "--threads", String(threads)];
-    const out = new Deno.Command("/usr/bin/python3", {
-      args: [...args, "--warmup", String(warmup), "--phases", "--skip-verify"],
-      stdout: "piped",
-      stderr: "inherit",
-    }).outputSync();
-    if (out.success) {
-      const parsed = JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
-      torch = {
-        full: { ...parsed.full_patch_head.phases_ms, total: parsed.full_patch_head.ms_per_step },
-        removed: { ...parsed.removed_only.phases_ms, total: parsed.removed_only.ms_per_step },
-      };
-    }
-  }
-  const phases = [...Object.keys(ours), "total"];
-  ours.total = oursTotal;
+  const medians = (which: "ours" | "removed" | "full"): Record<string, number> => {
+    const out: Record<string, number> = {};
+    for (const [phase, times] of laps[which]) out[phase] = median(times);
+    if (totals[which].length > 0) out.total = median(totals[which]);
+    return out;
+  };
+  const ours = medians("ours");
+  const removed = values["no-baseline"] ? null : medians("removed");
+  const full = removed === null ? null : medians("full");
   const cell = (v: number | undefined): string => (v === undefined ? "-" : v.toFixed(1)).padStart(10);
-  console.log(`phase medians in ms over ${steps} steps, ${threads} thread(s), ${ref}`);
+  console.log(`phase medians in ms over ${steps * rounds} steps (${rounds} interleaved rounds), ${threads} thread(s)`);
   console.log(`${"phase".padEnd(14)}${"ours".padStart(10)}${"pt-removed".padStart(12)}${"pt-full".padStart(10)}`);
-  for (const phase of phases) {
-    console.log(`${phase.padEnd(14)}${cell(ours[phase])}  ${cell(torch?.removed[phase])}${cell(torch?.full[phase])}`);
+  for (const phase of Object.keys(ours)) {
+    console.log(`${phase.padEnd(14)}${cell(ours[phase])}  ${cell(removed?.[phase])}${cell(full?.[phase])}`);
   }
-  console.log(
-    JSON.stringify({ threads, steps, ours, pytorch_removed_only: torch?.removed, pytorch_full: torch?.full }),
-  );
+  console.log(JSON.stringify({ threads, steps, rounds, ours, pytorch_removed_only: removed, pytorch_full: full }));
   return 0;
 }
 
-if (import.meta.main) Deno.exit(main());
+if (import.meta.main) Deno.exit(await main());
