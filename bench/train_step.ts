@@ -14,19 +14,10 @@
 // Usage: deno task bench:step --ref DIR [--steps N] [--threads T] [--warmup W] [--rounds R]
 //        [--full-student-patch] [--no-baseline] [--json]
 import { parseArgs } from "node:util";
-import { type GoldenMeta, GoldenMetaSchema } from "../src/train/golden_meta.ts";
+import { buildGoldenModel, type GoldenMeta, GoldenMetaSchema } from "../src/train/golden_meta.ts";
 import { detailClipLoss, IBOTLoss } from "../src/losses/mod.ts";
-import { configFromGoldenHyper } from "../src/models/configs.ts";
 import { DetailCLIP } from "../src/models/detailclip.ts";
-import {
-  liveTensors,
-  loadSafeTensors,
-  manualSeed,
-  native,
-  setNumThreads,
-  Tensor,
-  tidy,
-} from "../src/torch/internal.ts";
+import { liveTensors, loadSafeTensors, native, setNumThreads, Tensor, tidy } from "../src/torch/internal.ts";
 import { symbols } from "../src/torch/symbols.ts";
 import { AdamW, officialParamGroups } from "../src/train/optimizer.ts";
 
@@ -75,16 +66,8 @@ export interface Trainer {
 }
 
 export function buildTrainer(ref: string, meta: Meta, fullStudentPatch: boolean): Trainer {
-  manualSeed(meta.hyper.seed ?? 0);
-  const config = configFromGoldenHyper(meta.hyper, meta.mask_ratio);
-  const model = new DetailCLIP(config);
-  const weights = loadSafeTensors(`${ref}/weights.safetensors`);
-  try {
-    model.loadStateDict(weights, { strict: true, where: `${ref}/weights.safetensors` });
-  } finally {
-    for (const t of weights.values()) t.dispose();
-  }
-  model.train();
+  const model = buildGoldenModel(ref, meta);
+  const config = model.config;
   const inputs = loadSafeTensors(`${ref}/inputs.safetensors`);
   const need = (name: string): Tensor => {
     const t = inputs.get(name);

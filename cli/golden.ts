@@ -3,7 +3,6 @@
 // outputs/grads/after files under the tolerances of shared/golden/README.md. It prints the worst tensor of each file
 // and exits 1 when any tolerance is exceeded. Nothing is specialised to one configuration: dims come from meta.json.
 import { parseArgs } from "node:util";
-import { configFromGoldenHyper } from "../src/models/configs.ts";
 import { DetailCLIP, type DetailClipOutputs } from "../src/models/detailclip.ts";
 import { detailClipLoss, IBOTLoss } from "../src/losses/mod.ts";
 import {
@@ -19,14 +18,13 @@ import {
   cudaIsAvailable,
   type Device,
   loadSafeTensors,
-  manualSeed,
   SafeTensorsFile,
   setAllowTF32,
   type Tensor,
   tidy,
   writeSafeTensors,
 } from "../src/torch/mod.ts";
-import { type GoldenMeta, readGoldenMeta } from "../src/train/golden_meta.ts";
+import { buildGoldenModel, type GoldenMeta, readGoldenMeta } from "../src/train/golden_meta.ts";
 import { UsageError } from "./usage_error.ts";
 
 const help = `usage: deno task golden --ref DIR [--out DIR2] [--device cpu|cuda|cuda:N]
@@ -92,16 +90,8 @@ interface Produced {
 
 /** The official step, in the official order (shared/golden/README.md "Step order"). */
 function runGoldenStep(ref: string, meta: GoldenMeta, device: Device): Produced {
-  manualSeed(meta.hyper.seed ?? 0);
-  const config = configFromGoldenHyper(meta.hyper, meta.mask_ratio);
-  const model = new DetailCLIP(config);
-  const weights = loadSafeTensors(`${ref}/weights.safetensors`);
-  try {
-    model.loadStateDict(weights, { strict: true, where: `${ref}/weights.safetensors` });
-  } finally {
-    for (const t of weights.values()) t.dispose();
-  }
-  model.train();
+  const model = buildGoldenModel(ref, meta);
+  const config = model.config;
   if (device !== "cpu") model.to(device);
   const inputs = loadSafeTensors(`${ref}/inputs.safetensors`, { device });
   const need = (name: string): Tensor => {

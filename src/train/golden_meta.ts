@@ -1,6 +1,10 @@
 // golden_meta.ts: the schema of a golden reference folder's meta.json (shared/golden/README.md): the model dims in
-// `hyper`, the step's hyper-parameters and the reference losses. Shared by `deno task golden` and bench/train_step.
+// `hyper`, the step's hyper-parameters and the reference losses, and the model built from the folder's weights.
+// Shared by `deno task golden` and bench/train_step.
 import { z } from "zod";
+import { configFromGoldenHyper } from "../models/configs.ts";
+import { DetailCLIP } from "../models/detailclip.ts";
+import { loadSafeTensors, manualSeed } from "../torch/mod.ts";
 
 export const GoldenMetaSchema = z.object({
   hyper: z.record(z.number()),
@@ -34,4 +38,18 @@ export function readGoldenMeta(dir: string): GoldenMeta {
     throw new Error(`${path}: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`);
   }
   return parsed.data;
+}
+
+/** The DetailCLIP of DIR/meta.json's dims with DIR/weights.safetensors loaded (strict), in training mode. */
+export function buildGoldenModel(dir: string, meta: GoldenMeta): DetailCLIP {
+  manualSeed(meta.hyper.seed ?? 0);
+  const model = new DetailCLIP(configFromGoldenHyper(meta.hyper, meta.mask_ratio));
+  const path = `${dir.replace(/\/$/, "")}/weights.safetensors`;
+  const weights = loadSafeTensors(path);
+  try {
+    model.loadStateDict(weights, { strict: true, where: path });
+  } finally {
+    for (const t of weights.values()) t.dispose();
+  }
+  return model.train();
 }
