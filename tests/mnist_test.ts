@@ -54,6 +54,12 @@ for (const kind of ["mnist", "fashion-mnist"] as const) {
       const table = readCsvTable({ path: result.csv });
       assertEquals(table.size, 20);
       assertEquals(table.caption(3, 0), templates[0].replace("{}", labels[1]));
+      // The split: ⌈2/7⌉ = 1 image of each class is test, the last one; train and test partition the whole.
+      const train = readCsvTable({ path: result.trainCsv }), test = readCsvTable({ path: result.testCsv });
+      assertEquals([train.size, test.size, result.testImages], [10, 10, 10]);
+      const paths = (t: typeof table): string[] => Array.from({ length: t.size }, (_, i) => t.image(i).path);
+      assertEquals(paths(test).map((p) => p.slice(-18)), labels.map((_: string, c: number) => `images/${c}/00001.png`));
+      assertEquals([...paths(train), ...paths(test)].sort(), paths(table).sort());
       const bytes = Deno.readFileSync(table.image(3).path);
       assertEquals([...bytes.subarray(1, 4)], [0x50, 0x4e, 0x47], "a PNG");
       if (!nativeMissing) {

