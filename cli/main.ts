@@ -27,6 +27,10 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
     summary: "start N training ranks on this node (torchrun-style), restart them on failure",
     load: async () => (await import("./launch.ts")).main,
   },
+  viz: {
+    summary: "pictures: tokens (the teacher's attention and the cells it keeps for the student)",
+    load: async () => (await import("./viz.ts")).main,
+  },
   golden: {
     summary: "run one official training step from golden files and compare",
     load: async () => (await import("./golden.ts")).main,

@@ -1,0 +1,129 @@
+// viz.ts: `deno task viz tokens --checkpoint P --image FILE --out PNG [--mask-ratio R] [--device D]`: a picture of
+// which patches a trained DetailCLIP's EMA teacher keeps for the student (input, teacher CLS attention, kept vs
+// removed cells), computed with the training path's own functions (src/viz/teacher_tokens.ts). A plain CLIP
+// checkpoint has no teacher and is refused: its student attention never selects tokens, so a map of it would show
+// something training never does.
+import { dirname } from "node:path";
+import { EvalModelError, loadEvalModel } from "../src/eval/model.ts";
+import { DetailCLIP } from "../src/models/detailclip.ts";
+import type { Device } from "../src/torch/mod.ts";
+import { CheckpointError } from "../src/train/checkpoint.ts";
+import { readEvalImage, teacherSelection, unnormalize, VizImageError } from "../src/viz/teacher_tokens.ts";
+import { drawTokenMap } from "../src/viz/token_map.ts";
+import { UsageError } from "./usage_error.ts";
+
+const HELP = `usage: deno task viz tokens --checkpoint P --image FILE --out PNG [--mask-ratio R] [--device D]
+
+  Draws which patches DetailCLIP's EMA teacher keeps for the student (SPEC 3.5), three panels side by side:
+    1. the input after the eval transform (Resize + CenterCrop to the model's image size)
+    2. the teacher's CLS attention to each patch (mean over layers and heads), viridis over the image
+    3. kept cells as they are, removed cells in dark grey, with the cell grid
+  --checkpoint P    a DetailCLIP checkpoint written by 'deno task train' (CLIP checkpoints have no teacher)
+  --image FILE      JPEG, PNG or WebP
+  --out PNG         where to write the picture
+  --mask-ratio R    the official --mask-ratio in [0, 1]: int(cells*R)+1 cells are kept (default: the checkpoint's)
+  --device D        cpu | cuda | cuda:N (default cpu)`;
+
+interface VizArgs {
+  checkpoint: string;
+  image: string;
+  out: string;
+  maskRatio?: number;
+  device: Device;
+}
+
+function parseArgs(rest: string[]): VizArgs {
+  const values = new Map<string, string>();
+  for (let i = 0; i < rest.length; i++) {
+    const flag = rest[i];
+    if (!["--checkpoint", "--image", "--out", "--mask-ratio", "--device"].includes(flag)) {
+      throw new UsageError(`unknown option '${flag}'\n\n${HELP}`);
+    }
+    const value = rest[i + 1];
+    if (value === undefined || value.startsWith("--")) throw new UsageError(`${flag} needs a value`);
+    values.set(flag, value);
+    i += 1;
+  }
+  const missing = ["--checkpoint", "--image", "--out"].filter((flag) => !values.has(flag));
+  if (missing.length > 0) throw new UsageError(`${missing.join(", ")} ${missing.length > 1 ? "are" : "is"} required`);
+  let maskRatio: number | undefined;
+  const rawRatio = values.get("--mask-ratio");
+  if (rawRatio !== undefined) {
+    maskRatio = Number(rawRatio);
+    if (rawRatio.trim() === "" || !(maskRatio >= 0 && maskRatio <= 1)) {
+      throw new UsageError(`--mask-ratio must be a number in [0, 1], got '${rawRatio}'`);
+    }
+  }
+  const device = values.get("--device") ?? "cpu";
+  if (!/^(cpu|cuda|cuda:\d+)$/.test(device)) {
+    throw new UsageError(`--device must be cpu, cuda or cuda:N, got '${device}'`);
+  }
+  return {
+    checkpoint: values.get("--checkpoint")!,
+    image: values.get("--image")!,
+    out: values.get("--out")!,
+    maskRatio,
+    device: device as Device,
+  };
+}
+
+/** Draws the token map; returns the exit code (0 written, 1 unusable checkpoint or image). */
+function tokens(args: VizArgs): number {
+  let loaded;
+  try {
+    loaded = loadEvalModel(args.checkpoint, { device: args.device });
+  } catch (error) {
+    if (error instanceof CheckpointError || error instanceof EvalModelError) {
+      console.error(`detailclip viz: ${error.message}`);
+      return 1;
+    }
+    throw error;
+  }
+  try {
+    const model = loaded.model;
+    if (!(model instanceof DetailCLIP)) {
+      console.error(
+        `detailclip viz: ${args.checkpoint} holds a plain CLIP model: it has no EMA teacher, whose CLS attention ` +
+          "is what selects tokens; token maps need a DetailCLIP checkpoint",
+      );
+      return 1;
+    }
+    let selection, picture;
+    try {
+      using images = readEvalImage(args.image, loaded.imageSize, args.device); // (1, 3, S, S)
+      selection = teacherSelection(model, images, args.maskRatio);
+      picture = unnormalize(images);
+    } catch (error) {
+      if (error instanceof VizImageError) {
+        console.error(`detailclip viz: ${error.message}`);
+        return 1;
+      }
+      throw error;
+    }
+    const { cells, keptCells, keptTokens, ratio } = selection;
+    const tokens = selection.gridSize ** 2;
+    const summary = `kept ${keptCells} of ${cells} cells (${keptTokens} of ${tokens} tokens), mask ratio ${ratio}`;
+    const title = `step ${loaded.step}: ${summary}`;
+    const { raster } = drawTokenMap({ ...selection, image: picture, title });
+    Deno.mkdirSync(dirname(args.out), { recursive: true });
+    Deno.writeFileSync(args.out, raster.toPng());
+    console.log(`wrote ${args.out}: ${summary}, teacher at step ${loaded.step} (${raster.width}x${raster.height} px)`);
+    return 0;
+  } finally {
+    loaded.dispose();
+  }
+}
+
+export function runViz(args: string[]): number {
+  const [what, ...rest] = args;
+  if (what === undefined || what === "--help" || what === "-h" || rest.includes("--help") || rest.includes("-h")) {
+    console.log(HELP);
+    return what === undefined ? 2 : 0;
+  }
+  if (what !== "tokens") throw new UsageError(`unknown picture '${what}' (known: tokens)\n\n${HELP}`);
+  return tokens(parseArgs(rest));
+}
+
+export function main(args: string[]): Promise<number> {
+  return Promise.resolve(runViz(args));
+}
