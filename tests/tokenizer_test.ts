@@ -15,6 +15,7 @@ import {
   ClipTokenizer,
   htmlUnescape,
   readMerges,
+  scanWords,
   splitWords,
 } from "../src/data/tokenizer.ts";
 import { rng } from "./helpers.ts";
@@ -274,6 +275,274 @@ Deno.test("decode(encode(x)) gives the cleaned pre-tokens, each followed by a sp
   strictEqual(trained.encode("🙂👍🏽").length, 1);
   strictEqual(new ClipTokenizer(TINY_MERGES).encode("中文").length, 6);
   throws(() => trained.decode([trained.vocabSize]), RangeError);
+});
+
+// ---- the fast path against the regex path ----------------------------------------------------------------------------
+
+// Pieces of adversarial captions: every kind of whitespace fixText or the collapse touches, HTML entities (some made
+// by other entities or by fixText), contractions in both cases and cut short, specials and their fragments, letters
+// whose lower case or case folding is odd (final sigma, İ, ſ, K), combining marks, numerals that are not digits,
+// astral letters and digits, emoji sequences, ligatures, fullwidth forms, curly quotes, C1 and C0 controls, ANSI
+// escapes, lone surrogates, and long words.
+const ADVERSARIAL_PIECES = [
+  "a",
+  "Z",
+  "dog",
+  "DOG",
+  "x1y",
+  "7",
+  "2024",
+  "_",
+  "-",
+  "...",
+  "!!",
+  "#",
+  "@",
+  "$5.99",
+  "(",
+  ")",
+  "<",
+  ">",
+  "|",
+  "&",
+  ";",
+  "'",
+  "'s",
+  "'S",
+  "'t",
+  "'re",
+  "'RE",
+  "'ve",
+  "'m",
+  "'ll",
+  "'LL",
+  "'d",
+  "'l",
+  "'r",
+  "'v",
+  "'x",
+  "''",
+  "don't",
+  "it's",
+  "rock'n'roll",
+  "<|startoftext|>",
+  "<|ENDOFTEXT|>",
+  "<|endoftext",
+  "<|",
+  "|>",
+  "<|endoftext|>x",
+  " ",
+  "  ",
+  "\t",
+  "\n",
+  "\r\n",
+  "\r",
+  "\v",
+  "\f",
+  "\u00a0",
+  "\u3000",
+  "\u2028",
+  "\u2029",
+  "\u0085",
+  "\u1680",
+  "\u2003",
+  "\u202f",
+  "\u200b",
+  "\ufeff",
+  "&amp;",
+  "&AMP;",
+  "&amp;amp;",
+  "&lt;3",
+  "&#39;s",
+  "&#x27;T",
+  "&quot;",
+  "&eacute;",
+  "&EACUTE;",
+  "&ampx",
+  "&unknown;",
+  "&#128;",
+  "&#0;",
+  "&nbsp;",
+  "&#10;",
+  "café",
+  "CAFÉ",
+  "cafe\u0301",
+  "naïve",
+  "straße",
+  "STRASSE",
+  "İzmir",
+  "ΟΔΟΣ",
+  "Σ",
+  "ſ",
+  "'ſ",
+  "<|ſtartoftext|>",
+  "\u212a",
+  "K'S",
+  "\u0345",
+  "東京",
+  "한국어",
+  "русский",
+  "ελληνικά",
+  "٣",
+  "²",
+  "½",
+  "Ⅻ",
+  "ⅻ",
+  "𝟎",
+  "𝐀𝐁",
+  "𐐀",
+  "🙂",
+  "👍🏽",
+  "👨‍👩‍👧",
+  "🇫🇷",
+  "ﬁne",
+  "ĳ",
+  "ＬＯＵＤ",
+  "１２",
+  "’",
+  "‘",
+  "“hi”",
+  "ʼ",
+  "\x92",
+  "\x85",
+  "\x07",
+  "\x1c",
+  "\x1f",
+  "\x1b[31m",
+  "\x7f",
+  "\u206a",
+  "\ud800",
+  "\udc00",
+  "\ud83d",
+  "supercalifragilisticexpialidocious".repeat(3),
+  "ab".repeat(40),
+];
+
+function adversarialCaptions(count: number, seed: number): string[] {
+  const next = rng(seed);
+  return Array.from({ length: count }, () => {
+    const pieces = Array.from({ length: 1 + Math.floor(next() * 12) }, () => {
+      const piece = ADVERSARIAL_PIECES[Math.floor(next() * ADVERSARIAL_PIECES.length)];
+      return next() < 0.5 ? piece + " " : piece; // glued pieces make new contractions, entities and runs
+    });
+    return pieces.join("");
+  });
+}
+
+Deno.test("fast pre-tokeniser: equal to the regex path (cleanCaption + splitWords) on adversarial captions", () => {
+  const captions = [...ADVERSARIAL_PIECES, ...ADVERSARIAL_PIECES.map((p) => ` ${p}${p}x${p} `)];
+  captions.push(...adversarialCaptions(20_000, 7), ...generateCaptions(2000, 3), ...ROUND_TRIP_TEXTS);
+  let scanned = 0, mismatches = 0, first = "";
+  for (const caption of captions) {
+    const fast = scanWords(caption);
+    if (fast === null) continue;
+    scanned++;
+    const slow = splitWords(cleanCaption(caption));
+    if (JSON.stringify(fast) !== JSON.stringify(slow) && mismatches++ === 0) {
+      first = `${JSON.stringify(caption)}: scanned ${JSON.stringify(fast)}, regex ${JSON.stringify(slow)}`;
+    }
+  }
+  console.log(`${scanned} of ${captions.length} captions scanned, ${mismatches} differ from the regex path`);
+  strictEqual(mismatches, 0, first);
+  ok(scanned > 0.8 * captions.length, `only ${scanned} of ${captions.length} captions took the fast path`);
+  // What the scanner leaves to the regex: 'ſ', which the case-insensitive regex matches as 's'.
+  strictEqual(scanWords("it'ſ"), null);
+  deepStrictEqual(splitWords(cleanCaption("it'ſ <|ſtartoftext|>")), ["it", "'ſ", "<|ſtartoftext|>"]);
+});
+
+Deno.test("fast pre-tokeniser: every BMP code point and a sample above it, alone, in runs and after an apostrophe", () => {
+  let mismatches = 0, first = "";
+  const check = (char: string): void => {
+    for (const caption of [char, `a${char}b ${char}${char}7${char} '${char} <${char}`]) {
+      const fast = scanWords(caption);
+      if (fast === null) continue;
+      const slow = splitWords(cleanCaption(caption));
+      if (JSON.stringify(fast) !== JSON.stringify(slow) && mismatches++ === 0) {
+        first = `U+${char.codePointAt(0)!.toString(16)} in ${JSON.stringify(caption)}: scanned ` +
+          `${JSON.stringify(fast)}, regex ${JSON.stringify(slow)}`;
+      }
+    }
+  };
+  for (let c = 0; c < 0x10000; c++) check(String.fromCharCode(c));
+  for (let c = 0x10000; c < 0x110000; c += 97) check(String.fromCodePoint(c));
+  strictEqual(mismatches, 0, first);
+});
+
+/** The tokenizer as first written: string symbols, ranks keyed by "a b", ids of the regex path's pre-tokens. */
+function referenceEncode(merges: readonly string[]): (text: string) => number[] {
+  const bytes = [...bytesToUnicode().values()];
+  const vocab = [...bytes, ...bytes.map((c) => c + "</w>"), ...merges.map((m) => m.replace(" ", ""))];
+  vocab.push("<|startoftext|>", "<|endoftext|>");
+  const encoder = new Map(vocab.map((token, id) => [token, id]));
+  const ranks = new Map(merges.map((merge, rank) => [merge, rank]));
+  const bpe = (token: string): number[] => {
+    let word = byteEncode(token).split("");
+    word[word.length - 1] += "</w>";
+    while (word.length > 1) {
+      let best = -1, bestRank = Infinity;
+      for (let i = 0; i + 1 < word.length; i++) {
+        const rank = ranks.get(word[i] + " " + word[i + 1]);
+        if (rank !== undefined && rank < bestRank) [best, bestRank] = [i, rank];
+      }
+      if (best < 0) break;
+      const [first, second] = [word[best], word[best + 1]];
+      const merged = word.slice(0, best);
+      for (let i = best; i < word.length;) {
+        if (word[i] === first && word[i + 1] === second && i + 1 < word.length) (merged.push(first + second), i += 2);
+        else merged.push(word[i++]);
+      }
+      word = merged;
+    }
+    return word.map((symbol) => encoder.get(symbol)!);
+  };
+  const specials = new Map([["<|startoftext|>", vocab.length - 2], ["<|endoftext|>", vocab.length - 1]]);
+  return (text) => splitWords(cleanCaption(text)).flatMap((w) => specials.has(w) ? [specials.get(w)!] : bpe(w));
+}
+
+Deno.test("ids: equal to a string-symbol reference tokenizer on adversarial captions, rows and truncation included", () => {
+  const captions = adversarialCaptions(3000, 11);
+  // Merges learned from the captions, plus the awkward cases: a repeated pair (its last rank counts), two pairs that
+  // make the same string (its last id counts), a merge that re-makes a byte-level "x</w>", and a merge of a symbol
+  // that no word can hold.
+  const merges = [...trainBpe(adversarialCaptions(3000, 12), 512 + 600), "x </w>", "a b", "ab c", "a bc", "q zz"];
+  merges.push(merges[40], merges[3]);
+  const tok = new ClipTokenizer(merges);
+  const reference = referenceEncode(merges);
+  strictEqual(tok.encode("x")[0], reference("x")[0]);
+  const T = 16; // short rows, so many captions are cut
+  const rows = tok.tokenizeRows(captions, T), official = tok.tokenizeRows(captions, T, { truncation: "official" });
+  const batch = tok.tokenize(captions, T);
+  const flat = batch.toArray() as number[];
+  batch.dispose();
+  let cut = 0;
+  captions.forEach((caption, i) => {
+    const ids = reference(caption);
+    deepStrictEqual(tok.encode(caption), ids, JSON.stringify(caption));
+    const full = [tok.sotId, ...ids, tok.eotId];
+    const want = full.slice(0, T).concat(new Array(Math.max(0, T - full.length)).fill(0));
+    deepStrictEqual(official.ids[i], want, JSON.stringify(caption));
+    if (full.length > T) (want[T - 1] = tok.eotId, cut++);
+    deepStrictEqual(rows.ids[i], want, JSON.stringify(caption));
+    deepStrictEqual(flat.slice(i * T, (i + 1) * T), want, JSON.stringify(caption));
+  });
+  ok(cut > 100, `only ${cut} captions were cut`);
+  deepStrictEqual(rows.truncated, official.truncated);
+  strictEqual(rows.truncated.length, cut);
+});
+
+Deno.test("ids: the word cache is dropped at its limit and refilled with the same ids", () => {
+  const tok = new ClipTokenizer(trainBpe(generateCaptions(500, 5), 512 + 300));
+  const probe = generateCaptions(200, 6);
+  const before = probe.map((caption) => tok.encode(caption));
+  // 300,000 distinct words pass the 2^18-entry limit.
+  for (let start = 0; start < 300_000; start += 1000) {
+    tok.encode(
+      Array.from({ length: 1000 }, (_, k) => (start + k).toString(26).replace(/\d/g, (d) => "qrstuvwxyz"[+d])).join(
+        " ",
+      ),
+    );
+  }
+  deepStrictEqual(probe.map((caption) => tok.encode(caption)), before);
 });
 
 // ---- the trainer ---------------------------------------------------------------------------------------------------

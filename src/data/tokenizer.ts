@@ -17,6 +17,9 @@
 // the longest-prefix match of legacy names written without ';'), but over a subset of the 2,231 HTML5 names: the 252
 // HTML 4 entities (all of Latin-1, Greek, arrows, maths, typography such as &hellip; &mdash; &rsquo; &euro;), &apos;,
 // and the upper-case legacy names (&AMP; &COPY; &GT; &LT; &QUOT; &REG; &TRADE;). Any other `&name;` stays literal.
+// Speed: `cleanCaption` and `splitWords` are the reference, written as OpenAI's regexes; the tokenizer itself finds the
+// same pre-tokens with one scan over char codes ("the fast pre-tokeniser" below says why that is exact), runs BPE on
+// integer symbol ids, and caches ids per pre-token in typed arrays; tests compare it with the reference.
 import { gunzipSync } from "node:zlib";
 import { Tensor } from "../torch/mod.ts";
 
@@ -162,10 +165,20 @@ function fixWidth(char: string): string {
 
 // Printable ASCII plus tab and newline: nothing in fixSegment changes such text (when it has no '&' to unescape).
 const PLAIN_RE = /^[\x20-\x7e\t\n]*$/;
+const LINE_BREAK_RE = /\r\n|[\r\u2028\u2029\x85]/g;
+// Matches wherever one of fixSegment's regex steps would: a text it does not match, that is well-formed UTF-16 and
+// already NFC, is a fixed point of the loop's first pass, so fixSegment returns it unchanged without running the steps.
+const FIX_TRIGGER_RE = new RegExp(
+  [C1_RE, LIGATURE_RE, WIDTH_RE, SINGLE_QUOTE_RE, DOUBLE_QUOTE_RE, LINE_BREAK_RE, ANSI_RE, CONTROL_RE]
+    .map((re) => re.source).join("|"),
+  "u",
+);
 
 /** The ftfy.fix_text subset described at the top of this file. */
 export function fixText(text: string): string {
   if (PLAIN_RE.test(text) && !text.includes("&")) return text;
+  // One line (the common case) is what the split below would give for it.
+  if (!text.includes("\n")) return fixSegment(text, !text.includes("<"));
   let unescape = true;
   let out = "";
   // ftfy fixes line by line, and once a line holds '<' it stops unescaping for the rest of the text.
@@ -178,6 +191,10 @@ export function fixText(text: string): string {
 
 function fixSegment(text: string, unescape: boolean): string {
   if (PLAIN_RE.test(text) && !(unescape && text.includes("&"))) return text;
+  if (
+    !(unescape && text.includes("&")) && !FIX_TRIGGER_RE.test(text) && text.isWellFormed() &&
+    text.normalize("NFC") === text
+  ) return text;
   for (;;) {
     const before = text;
     if (unescape) text = text.replace(/&#?[0-9A-Za-z]{1,24};/g, unescapeStrictEntity);
@@ -185,7 +202,7 @@ function fixSegment(text: string, unescape: boolean): string {
     text = text.replace(LIGATURE_RE, (c) => LIGATURES[c]);
     text = text.replace(WIDTH_RE, fixWidth);
     text = text.replace(DOUBLE_QUOTE_RE, '"').replace(SINGLE_QUOTE_RE, "'");
-    text = text.replace(/\r\n|[\r\u2028\u2029\x85]/g, "\n");
+    text = text.replace(LINE_BREAK_RE, "\n");
     text = text.toWellFormed();
     text = text.replace(ANSI_RE, "").replace(CONTROL_RE, "");
     text = text.normalize("NFC");
@@ -332,6 +349,144 @@ export function splitWords(cleanText: string): string[] {
   return cleanText.match(PRE_TOKEN_RE) ?? [];
 }
 
+// ---- the fast pre-tokeniser -----------------------------------------------------------------------------------------
+//
+// `splitWords(cleanCaption(text))` runs five regular expressions over every caption. The tokenizer instead lower-cases
+// the fixed and unescaped text, `htmlUnescape(htmlUnescape(fixText(text))).toLowerCase()`, and scans it once, char
+// code by char code, for the same pre-tokens. Why that is exact:
+//   - cleanCaption's remaining steps are the two strips and the collapse of whitespace runs to one space. No
+//     alternative of PRE_TOKEN_RE matches or contains a White_Space character, and ' ' is one too, so the regex finds
+//     the same pre-tokens whether whitespace runs are collapsed, stripped or left as they are: the scanner skips them.
+//   - Lower-casing before or after those steps gives the same text: lower-case mappings neither make nor take
+//     whitespace, and the one context-dependent mapping (final sigma) looks through case-ignorable characters only,
+//     which whitespace is not, so a run of spaces or the end of the text are the same context for it.
+//   - The character classes are PRE_TOKEN_RE's own, found by testing each code point against its alternatives with
+//     its flags (so case-insensitive matching is included) and remembered in a table.
+//   - Two things the scanner does not reproduce, so a caption holding them goes the regex way: U+001C..U+001F, which
+//     Python's strip removes at the ends but which are not whitespace inside a caption (fixText removes them, so they
+//     cannot reach here anyway), and U+017F 'ſ', which the case-insensitive regex matches as 's' in "'s" and in
+//     "<|startoftext|>" (U+212A 'K', the other non-ASCII character folding to ASCII, is lower-cased to 'k' first).
+
+const CLASS_SKIP = 1; // matched by no alternative: whitespace, skipped between pre-tokens
+const CLASS_LETTER = 2; // \p{L}: runs
+const CLASS_NUMBER = 3; // \p{N}: one code point per pre-token
+const CLASS_OTHER = 4; // neither whitespace, letter nor number: runs ("'" and '<' also start contractions and specials)
+const CLASS_REGEX = 5; // left to the regex path (see above)
+
+const LETTER_RE = /^\p{L}$/iu;
+const NUMBER_RE = /^\p{N}$/iu;
+const OTHER_RE = /^[^\p{White_Space}\p{L}\p{N}]$/iu;
+
+/** The class of a code point under PRE_TOKEN_RE (first alternative that can match it, in the regex's order). */
+function preTokenClass(codePoint: number): number {
+  if (codePoint === 0x17f || (codePoint >= 0x1c && codePoint <= 0x1f)) return CLASS_REGEX;
+  const char = String.fromCodePoint(codePoint);
+  if (LETTER_RE.test(char)) return CLASS_LETTER;
+  if (NUMBER_RE.test(char)) return CLASS_NUMBER;
+  if (OTHER_RE.test(char)) return CLASS_OTHER;
+  return CLASS_SKIP;
+}
+
+// Classes of the BMP code units (0 = not looked up yet; lone surrogates are one code point each, as under /u) and of
+// the code points above it that have been seen.
+const BMP_CLASSES = new Uint8Array(0x10000);
+for (let c = 0; c < 0x80; c++) BMP_CLASSES[c] = preTokenClass(c);
+const ASTRAL_CLASSES = new Map<number, number>();
+
+/** The class of the code point at `i`, plus 16 when it takes two code units (a surrogate pair). */
+function classAt(text: string, i: number): number {
+  const c = text.charCodeAt(i);
+  if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+    const low = text.charCodeAt(i + 1);
+    if (low >= 0xdc00 && low <= 0xdfff) {
+      const codePoint = 0x10000 + ((c - 0xd800) << 10) + (low - 0xdc00);
+      let cls = ASTRAL_CLASSES.get(codePoint);
+      if (cls === undefined) ASTRAL_CLASSES.set(codePoint, cls = preTokenClass(codePoint));
+      return cls + 16;
+    }
+  }
+  return BMP_CLASSES[c] || (BMP_CLASSES[c] = preTokenClass(c));
+}
+
+const PRE_TOKEN_WORD = 0, PRE_TOKEN_SOT = 1, PRE_TOKEN_EOT = 2;
+
+/** Pre-token boundaries as (start, end, kind) triples; grown as needed, reused across captions. */
+let preTokenBounds = new Int32Array(3 * 128);
+
+/**
+ * Finds PRE_TOKEN_RE's matches in `lower` (a caption after fixText, html.unescape and lower-casing; whitespace not yet
+ * collapsed) and writes them to `preTokenBounds`. Returns how many, or -1 when the text holds a character left to the
+ * regex path.
+ */
+function scanPreTokens(lower: string): number {
+  const n = lower.length;
+  let count = 0;
+  for (let i = 0; i < n;) {
+    const c = lower.charCodeAt(i);
+    let packed = c < 0x80 ? BMP_CLASSES[c] : classAt(lower, i);
+    const cls = packed & 15;
+    if (cls === CLASS_SKIP) {
+      i += packed < 16 ? 1 : 2;
+      continue;
+    }
+    if (cls === CLASS_REGEX) return -1;
+    let end = i + (packed < 16 ? 1 : 2), kind = PRE_TOKEN_WORD, contraction = 0;
+    if (c === 0x3c && lower.startsWith(START_OF_TEXT, i)) { // '<': the alternatives are tried in order
+      end = i + START_OF_TEXT.length;
+      kind = PRE_TOKEN_SOT;
+    } else if (c === 0x3c && lower.startsWith(END_OF_TEXT, i)) {
+      end = i + END_OF_TEXT.length;
+      kind = PRE_TOKEN_EOT;
+    } else if (c === 0x27 && (contraction = contractionLength(lower, i)) > 0) { // "'"
+      end = i + contraction;
+    } else if (cls === CLASS_LETTER || cls === CLASS_OTHER) { // a run of the same class, code point by code point
+      while (end < n) {
+        const next = lower.charCodeAt(end);
+        packed = next < 0x80 ? BMP_CLASSES[next] : classAt(lower, end);
+        if ((packed & 15) !== cls) break;
+        end += packed < 16 ? 1 : 2;
+      }
+    } // CLASS_NUMBER: the single code point
+    if (3 * count + 3 > preTokenBounds.length) {
+      const grown = new Int32Array(2 * preTokenBounds.length);
+      grown.set(preTokenBounds);
+      preTokenBounds = grown;
+    }
+    preTokenBounds[3 * count] = i;
+    preTokenBounds[3 * count + 1] = end;
+    preTokenBounds[3 * count + 2] = kind;
+    count++;
+    i = end;
+  }
+  return count;
+}
+
+/** Length of the contraction ('s 't 're 've 'm 'll 'd) starting at the "'" at `i`, or 0. */
+function contractionLength(text: string, i: number): number {
+  const next = text.charCodeAt(i + 1); // NaN past the end
+  if (next === 0x73 || next === 0x74 || next === 0x6d || next === 0x64) return 2; // s t m d
+  const third = text.charCodeAt(i + 2);
+  if ((next === 0x72 || next === 0x76) && third === 0x65) return 3; // re ve
+  if (next === 0x6c && third === 0x6c) return 3; // ll
+  return 0;
+}
+
+/** fixText and html.unescape twice, then lower case: the text scanPreTokens reads. */
+function fixedLowerCase(text: string): string {
+  return htmlUnescape(htmlUnescape(fixText(text))).toLowerCase();
+}
+
+/** The pre-tokens of a caption found by the scanner, or null for a caption it leaves to the regex path. Equal to
+ * `splitWords(cleanCaption(text))` whenever not null; exported to test exactly that. */
+export function scanWords(text: string): string[] | null {
+  const lower = fixedLowerCase(text);
+  const count = scanPreTokens(lower);
+  if (count < 0) return null;
+  const words: string[] = [];
+  for (let k = 0; k < count; k++) words.push(lower.slice(preTokenBounds[3 * k], preTokenBounds[3 * k + 1]));
+  return words;
+}
+
 // ---- merges files ----------------------------------------------------------------------------------------------------
 
 /**
@@ -399,13 +554,165 @@ export interface TokenizedRows {
 // dropped whenever it reaches this size (the hit rate on caption text stays high).
 const CACHE_LIMIT = 1 << 18;
 
+/**
+ * Merge ranks keyed by the pair of symbol ids, in open addressing over typed arrays. Symbols are vocabulary ids
+ * rather than strings: every symbol a word can hold is a vocabulary string (a byte character, one with '</w>', or
+ * the concatenation of a ranked pair), and the vocabulary maps each distinct string to one id, so comparing ids is
+ * comparing strings. (A Map keyed by left * vocabSize + right would leave V8's small integers above ~32k symbols.)
+ */
+class PairRanks {
+  readonly #mask: number;
+  readonly #left: Int32Array;
+  readonly #right: Int32Array;
+  readonly #rank: Int32Array;
+
+  constructor(pairs: number) {
+    let size = 16;
+    while (size < 2 * pairs) size *= 2;
+    this.#mask = size - 1;
+    this.#left = new Int32Array(size).fill(-1);
+    this.#right = new Int32Array(size);
+    this.#rank = new Int32Array(size);
+  }
+
+  #slot(left: number, right: number): number {
+    const h = Math.imul(left ^ Math.imul(right, 0x85ebca6b), 0x9e3779b1);
+    let slot = (h ^ (h >>> 15)) & this.#mask;
+    while (this.#left[slot] !== -1 && (this.#left[slot] !== left || this.#right[slot] !== right)) {
+      slot = (slot + 1) & this.#mask;
+    }
+    return slot;
+  }
+
+  /** A repeated pair keeps its last rank, as Python's dict(zip(merges, range(...))) does. */
+  set(left: number, right: number, rank: number): void {
+    const slot = this.#slot(left, right);
+    this.#left[slot] = left;
+    this.#right[slot] = right;
+    this.#rank[slot] = rank;
+  }
+
+  /** The pair's rank, or -1 when it is not a merge. */
+  get(left: number, right: number): number {
+    const slot = this.#slot(left, right);
+    return this.#left[slot] === -1 ? -1 : this.#rank[slot];
+  }
+}
+
+/**
+ * OpenAI's per-word cache (pre-token → ids), looked up by the pre-token's characters where they lie in the caption, so
+ * a hit costs no substring, no string hashing and no array: FNV-1a over the char codes, open addressing, keys compared
+ * char by char, ids copied out of one pool. Dropped whole at CACHE_LIMIT entries.
+ */
+class WordCache {
+  #slots = new Int32Array(1 << 12); // entry + 1; 0 is empty
+  #entries = 0;
+  #hash = new Int32Array(1 << 11);
+  #keyAt = new Int32Array(1 << 11);
+  #keyLength = new Int32Array(1 << 11);
+  #idAt = new Int32Array(1 << 11);
+  #idLength = new Int32Array(1 << 11);
+  #keys = new Uint16Array(1 << 14);
+  #keysUsed = 0;
+  /** The ids of every entry, back to back. */
+  ids = new Int32Array(1 << 14);
+  #idsUsed = 0;
+
+  static hash(text: string, start: number, end: number): number {
+    let hash = 0x811c9dc5 | 0;
+    for (let i = start; i < end; i++) hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193);
+    return hash;
+  }
+
+  /** The entry holding text[start, end), or -1. */
+  find(text: string, start: number, end: number, hash: number): number {
+    const mask = this.#slots.length - 1, length = end - start;
+    for (let slot = hash & mask;; slot = (slot + 1) & mask) {
+      const entry = this.#slots[slot] - 1;
+      if (entry < 0) return -1;
+      if (this.#hash[entry] !== hash || this.#keyLength[entry] !== length) continue;
+      const at = this.#keyAt[entry];
+      let same = true;
+      for (let i = 0; i < length && same; i++) same = this.#keys[at + i] === text.charCodeAt(start + i);
+      if (same) return entry;
+    }
+  }
+
+  idAt(entry: number): number {
+    return this.#idAt[entry];
+  }
+
+  idLength(entry: number): number {
+    return this.#idLength[entry];
+  }
+
+  /** Adds text[start, end) → ids (not present yet) and returns its entry. */
+  add(text: string, start: number, end: number, hash: number, ids: readonly number[]): number {
+    if (this.#entries >= CACHE_LIMIT) this.#clear();
+    if (this.#entries === this.#hash.length) this.#growEntries();
+    if (2 * (this.#entries + 1) > this.#slots.length) this.#rehash(2 * this.#slots.length);
+    const length = end - start;
+    while (this.#keysUsed + length > this.#keys.length) this.#keys = grown(this.#keys);
+    while (this.#idsUsed + ids.length > this.ids.length) this.ids = grown(this.ids);
+    const entry = this.#entries++;
+    this.#hash[entry] = hash;
+    this.#keyAt[entry] = this.#keysUsed;
+    this.#keyLength[entry] = length;
+    for (let i = 0; i < length; i++) this.#keys[this.#keysUsed++] = text.charCodeAt(start + i);
+    this.#idAt[entry] = this.#idsUsed;
+    this.#idLength[entry] = ids.length;
+    for (const id of ids) this.ids[this.#idsUsed++] = id;
+    this.#place(entry);
+    return entry;
+  }
+
+  #place(entry: number): void {
+    const mask = this.#slots.length - 1;
+    let slot = this.#hash[entry] & mask;
+    while (this.#slots[slot] !== 0) slot = (slot + 1) & mask;
+    this.#slots[slot] = entry + 1;
+  }
+
+  #rehash(size: number): void {
+    this.#slots = new Int32Array(size);
+    for (let entry = 0; entry < this.#entries; entry++) this.#place(entry);
+  }
+
+  #growEntries(): void {
+    this.#hash = grown(this.#hash);
+    this.#keyAt = grown(this.#keyAt);
+    this.#keyLength = grown(this.#keyLength);
+    this.#idAt = grown(this.#idAt);
+    this.#idLength = grown(this.#idLength);
+  }
+
+  #clear(): void {
+    this.#slots.fill(0);
+    this.#entries = this.#keysUsed = this.#idsUsed = 0;
+  }
+}
+
+/** A copy of `array` twice as long. */
+function grown<T extends Int32Array | Uint16Array>(array: T): T {
+  const out = new (array.constructor as { new (length: number): T })(2 * array.length);
+  out.set(array);
+  return out;
+}
+
 export class ClipTokenizer {
-  readonly #ranks = new Map<string, number>();
-  readonly #encoder = new Map<string, number>();
+  readonly #ranks: PairRanks;
+  /** The id of the symbol each merge makes, by rank. */
+  readonly #mergedId: Int32Array;
+  /** The id of each byte's symbol, and of the byte's symbol with '</w>' (a word's last byte). */
+  readonly #byteId = new Int32Array(256);
+  readonly #byteEndId = new Int32Array(256);
   readonly #decoder: string[];
   readonly #sot: number;
   readonly #eot: number;
-  #cache = new Map<string, number[]>();
+  readonly #cache = new WordCache();
+  /** The ids of the caption being encoded (#ids[0..#count)), reused across captions. */
+  #ids = new Int32Array(256);
+  #count = 0;
   /** The merges in rank order, as given (checkpoints store them, so a run's tokenizer travels with its weights). */
   readonly merges: readonly string[];
 
@@ -414,17 +721,30 @@ export class ClipTokenizer {
     this.merges = [...merges];
     const bytes = [...bytesToUnicode().values()];
     const vocab = [...bytes, ...bytes.map((c) => c + END_OF_WORD)];
-    merges.forEach((merge, rank) => {
+    const pairs = merges.map((merge, rank) => {
       const parts = merge.split(" ");
       if (parts.length !== 2 || parts[0] === "" || parts[1] === "") {
         throw new BpeFileError(`merge ${rank}: expected "a b", got ${JSON.stringify(merge)}`);
       }
-      // Python's dict(zip(...)) keeps the last rank of a repeated pair and the last id of a repeated string.
-      this.#ranks.set(merge, rank);
       vocab.push(parts[0] + parts[1]);
+      return parts;
     });
     vocab.push(START_OF_TEXT, END_OF_TEXT);
-    vocab.forEach((token, id) => this.#encoder.set(token, id));
+    // Python's dict(zip(vocab, ...)) keeps the last id of a repeated string.
+    const encoder = new Map<string, number>();
+    vocab.forEach((token, id) => encoder.set(token, id));
+    this.#ranks = new PairRanks(merges.length);
+    this.#mergedId = new Int32Array(merges.length);
+    pairs.forEach(([left, right], rank) => {
+      this.#mergedId[rank] = encoder.get(left + right)!;
+      const leftId = encoder.get(left), rightId = encoder.get(right);
+      // A side that is no vocabulary string never occurs in a word, and neither does the pair.
+      if (leftId !== undefined && rightId !== undefined) this.#ranks.set(leftId, rightId, rank);
+    });
+    for (let b = 0; b < 256; b++) {
+      this.#byteId[b] = encoder.get(BYTE_ENCODER[b])!;
+      this.#byteEndId[b] = encoder.get(BYTE_ENCODER[b] + END_OF_WORD)!;
+    }
     this.#decoder = vocab;
     this.#sot = vocab.length - 2;
     this.#eot = vocab.length - 1;
@@ -451,13 +771,8 @@ export class ClipTokenizer {
   /** The BPE ids of a caption, without SOT/EOT. Special-token text in the caption maps to the special ids, as in
    * OpenAI's code (its BPE cache is seeded with them). */
   encode(text: string): number[] {
-    const ids: number[] = [];
-    for (const word of splitWords(cleanCaption(text))) {
-      if (word === START_OF_TEXT) ids.push(this.#sot);
-      else if (word === END_OF_TEXT) ids.push(this.#eot);
-      else ids.push(...this.#bpe(word));
-    }
-    return ids;
+    this.#encodeCaption(text, Infinity);
+    return Array.from(this.#ids.subarray(0, this.#count));
   }
 
   /** OpenAI's decode: concatenate the token strings, map characters back to bytes, UTF-8 decode with replacement,
@@ -482,33 +797,15 @@ export class ClipTokenizer {
     contextLength: number = DEFAULT_CONTEXT_LENGTH,
     options: TokenizeOptions = {},
   ): TokenizedRows {
-    if (!Number.isInteger(contextLength) || contextLength < 2) {
-      throw new RangeError(
-        `tokenize: contextLength must be an integer >= 2 (room for SOT and EOT), got ${contextLength}`,
-      );
-    }
-    const truncation = options.truncation ?? "keep-eot";
-    if (!TRUNCATIONS.includes(truncation)) {
-      throw new RangeError(`tokenize: truncation must be one of ${TRUNCATIONS.join(", ")}, got ${truncation}`);
-    }
-    const rows = this.#rows(texts, contextLength, truncation);
-    for (const row of rows.ids) while (row.length < contextLength) row.push(0);
-    return rows;
-  }
-
-  /** Like tokenizeRows, without the padding (tokenize writes into a zeroed buffer). */
-  #rows(texts: readonly string[], contextLength: number, truncation: Truncation): TokenizedRows {
+    const truncation = checkTokenizeArguments(contextLength, options);
     const truncated: number[] = [];
+    const row = new Int32Array(contextLength);
     const ids = texts.map((text, i) => {
-      const tokens = this.encode(text);
-      tokens.unshift(this.#sot);
-      tokens.push(this.#eot);
-      if (tokens.length > contextLength) {
-        truncated.push(i);
-        tokens.length = contextLength;
-        if (truncation === "keep-eot") tokens[contextLength - 1] = this.#eot;
-      }
-      return tokens;
+      const used = this.#encodeRow(text, contextLength, truncation, row);
+      if (used < 0) truncated.push(i);
+      const out = new Array<number>(contextLength).fill(0);
+      for (let t = 0; t < Math.abs(used); t++) out[t] = row[t];
+      return out;
     });
     return { ids, truncated };
   }
@@ -519,56 +816,137 @@ export class ClipTokenizer {
     contextLength: number = DEFAULT_CONTEXT_LENGTH,
     options: TokenizeOptions = {},
   ): Tensor {
+    const truncation = checkTokenizeArguments(contextLength, options);
     const list = typeof texts === "string" ? [texts] : texts;
-    this.tokenizeRows([], contextLength, options); // validates the arguments
-    const { ids } = this.#rows(list, contextLength, options.truncation ?? "keep-eot");
     const flat = new BigInt64Array(list.length * contextLength);
-    // Ids are small non-negative integers: write the low 32 bits of each little-endian int64 (no BigInt per id).
+    // Ids are small non-negative integers: write the low 32 bits of each little-endian int64 (no BigInt per id); the
+    // rest of each row stays zero, the padding.
     const words = new Int32Array(flat.buffer);
-    ids.forEach((row, i) => {
+    const row = new Int32Array(contextLength);
+    for (let i = 0; i < list.length; i++) {
+      const used = Math.abs(this.#encodeRow(list[i], contextLength, truncation, row));
       const base = 2 * i * contextLength;
-      for (let t = 0; t < row.length; t++) words[base + 2 * t] = row[t];
-    });
+      for (let t = 0; t < used; t++) words[base + 2 * t] = row[t];
+    }
     const shape = typeof texts === "string" ? [contextLength] : [list.length, contextLength];
     return Tensor.fromArray(flat, shape, { dtype: "int64" });
   }
 
-  /** OpenAI's `bpe()`: merge the lowest-ranked adjacent pair, every occurrence left to right, until none is ranked. */
+  /** Writes [SOT] + ids + [EOT], cut to `contextLength`, to the start of `row`: returns how many slots it filled,
+   * negated when the caption was cut. */
+  #encodeRow(text: string, contextLength: number, truncation: Truncation, row: Int32Array): number {
+    // Ids past the first contextLength - 1 are cut anyway: stop encoding once there are that many.
+    this.#encodeCaption(text, contextLength - 1);
+    const ids = this.#ids, count = this.#count;
+    row[0] = this.#sot;
+    const kept = Math.min(count, contextLength - 1);
+    for (let t = 0; t < kept; t++) row[t + 1] = ids[t];
+    if (count + 2 <= contextLength) {
+      row[count + 1] = this.#eot;
+      return count + 2;
+    }
+    if (truncation === "keep-eot") row[contextLength - 1] = this.#eot;
+    return -contextLength;
+  }
+
+  /** Sets #ids[0..#count) to the caption's ids (without SOT/EOT), stopping after the pre-token that reaches `limit`. */
+  #encodeCaption(text: string, limit: number): void {
+    this.#count = 0;
+    const lower = fixedLowerCase(text);
+    const count = scanPreTokens(lower);
+    if (count < 0) { // a caption the scanner leaves to the regex path
+      for (const word of splitWords(cleanCaption(text))) {
+        if (word === START_OF_TEXT) this.#push(this.#sot);
+        else if (word === END_OF_TEXT) this.#push(this.#eot);
+        else this.#pushWord(word, 0, word.length);
+        if (this.#count >= limit) return;
+      }
+      return;
+    }
+    const bounds = preTokenBounds;
+    for (let k = 0; k < count && this.#count < limit; k++) {
+      const kind = bounds[3 * k + 2];
+      if (kind === PRE_TOKEN_SOT) this.#push(this.#sot);
+      else if (kind === PRE_TOKEN_EOT) this.#push(this.#eot);
+      else this.#pushWord(lower, bounds[3 * k], bounds[3 * k + 1]);
+    }
+  }
+
+  #push(id: number): void {
+    if (this.#count === this.#ids.length) this.#grow();
+    this.#ids[this.#count++] = id;
+  }
+
+  /** Appends the BPE ids of the pre-token text[start, end), from the cache or by running BPE on it. */
+  #pushWord(text: string, start: number, end: number): void {
+    const cache = this.#cache, hash = WordCache.hash(text, start, end);
+    let entry = cache.find(text, start, end, hash);
+    if (entry < 0) entry = cache.add(text, start, end, hash, this.#bpe(text.slice(start, end)));
+    const at = cache.idAt(entry), length = cache.idLength(entry), ids = cache.ids;
+    while (this.#count + length > this.#ids.length) this.#grow();
+    for (let k = 0; k < length; k++) this.#ids[this.#count++] = ids[at + k];
+  }
+
+  #grow(): void {
+    this.#ids = grown(this.#ids);
+  }
+
+  /** OpenAI's `bpe()` on a pre-token (uncached; #pushWord holds the cache): merge the lowest-ranked adjacent pair,
+   * every occurrence left to right, until none is ranked. */
   #bpe(preToken: string): number[] {
-    // Cached by the pre-token itself, so a cache hit skips the byte encoding too.
-    const hit = this.#cache.get(preToken);
-    if (hit !== undefined) return hit;
-    let word = byteEncode(preToken).split("");
-    word[word.length - 1] += END_OF_WORD;
-    while (word.length > 1) {
-      let best = -1, bestRank = Infinity;
-      for (let i = 0; i + 1 < word.length; i++) {
-        const rank = this.#ranks.get(word[i] + " " + word[i + 1]);
-        if (rank !== undefined && rank < bestRank) {
+    const word = this.#byteSymbols(preToken);
+    let length = word.length;
+    while (length > 1) {
+      let best = -1, bestRank = 0x7fffffff;
+      for (let i = 0; i + 1 < length; i++) {
+        const rank = this.#ranks.get(word[i], word[i + 1]);
+        if (rank >= 0 && rank < bestRank) {
           bestRank = rank;
           best = i;
         }
       }
       if (best < 0) break;
-      const first = word[best], second = word[best + 1];
-      const merged: string[] = word.slice(0, best);
-      for (let i = best; i < word.length;) {
-        if (word[i] === first && i + 1 < word.length && word[i + 1] === second) {
-          merged.push(first + second);
+      // `best` is the pair's first occurrence (strict < above), so the scan can start there. Merge in place: the write
+      // position never passes the read position.
+      const first = word[best], second = word[best + 1], merged = this.#mergedId[bestRank];
+      let out = best;
+      for (let i = best; i < length;) {
+        if (word[i] === first && i + 1 < length && word[i + 1] === second) {
+          word[out++] = merged;
           i += 2;
         } else {
-          merged.push(word[i++]);
+          word[out++] = word[i++];
         }
       }
-      word = merged;
+      length = out;
     }
-    const ids = word.map((symbol) => {
-      const id = this.#encoder.get(symbol);
-      if (id === undefined) throw new Error(`bpe: symbol ${JSON.stringify(symbol)} has no id (inconsistent merges)`);
-      return id;
-    });
-    if (this.#cache.size >= CACHE_LIMIT) this.#cache = new Map();
-    this.#cache.set(preToken, ids);
-    return ids;
+    word.length = length;
+    return word;
   }
+
+  /** The pre-token's UTF-8 bytes as symbol ids, the last one with '</w>' (byteEncode, then the vocabulary). */
+  #byteSymbols(preToken: string): number[] {
+    const bytes = PRINTABLE_ASCII_RE.test(preToken) ? null : utf8.encode(preToken);
+    const length = bytes === null ? preToken.length : bytes.length;
+    const word = new Array<number>(length);
+    for (let i = 0; i < length; i++) {
+      const b = bytes === null ? preToken.charCodeAt(i) : bytes[i];
+      word[i] = i === length - 1 ? this.#byteEndId[b] : this.#byteId[b];
+    }
+    return word;
+  }
+}
+
+/** Validates tokenize's arguments; returns the truncation mode. */
+function checkTokenizeArguments(contextLength: number, options: TokenizeOptions): Truncation {
+  if (!Number.isInteger(contextLength) || contextLength < 2) {
+    throw new RangeError(
+      `tokenize: contextLength must be an integer >= 2 (room for SOT and EOT), got ${contextLength}`,
+    );
+  }
+  const truncation = options.truncation ?? "keep-eot";
+  if (!TRUNCATIONS.includes(truncation)) {
+    throw new RangeError(`tokenize: truncation must be one of ${TRUNCATIONS.join(", ")}, got ${truncation}`);
+  }
+  return truncation;
 }
