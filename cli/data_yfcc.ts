@@ -1,7 +1,8 @@
 // data_yfcc.ts: `data yfcc-to-csv --metadata yfcc15m.pkl --root R --out yfcc.csv` converts the SLIP/DetailCLIP YFCC15M
 // metadata pickle (read without executing it) into our CSV manifest (columns filepath, title), with the caption
 // title + ' ' + desc and the image at R/images/<hash[:3]>/<hash[3:6]>/<hash>.jpg (the official zips' members,
-// extracted). Prints one JSON line with the counts.
+// extracted). Prints one JSON line with the counts. For the official zips as they are, `train --dataset yfcc15m`
+// needs no conversion.
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { csvField, readYfccMetadata, yfccCaption, yfccImagePath } from "../src/data/yfcc.ts";
@@ -11,9 +12,11 @@ const help = `usage: data yfcc-to-csv --metadata yfcc15m.pkl --root R --out yfcc
 
 Reads the pickle of (index, hash, title, desc) tuples without executing anything (any opcode that imports or calls
 code is refused) and writes a CSV manifest: filepath = R/images/<hash[:3]>/<hash[3:6]>/<hash>.jpg (absolute), title =
-title + ' ' + desc. The official images are members data/images/... of R/test_zip_3/<hash[:3]>.zip: extract them
-to R/images first. --check-images leaves out rows whose image file does not exist (counted as image_missing).
-Train with: deno task train --dataset csv --metadata yfcc.csv --bpe MERGES`;
+title + ' ' + desc, for images extracted to R/images. --check-images leaves out rows whose image file does not
+exist (counted as image_missing). Train with: deno task train --dataset csv --metadata yfcc.csv --bpe MERGES
+
+The official images are members data/images/... of R/test_zip_3/<hash[:3]>.zip; to train on them without
+extracting anything: deno task train --dataset yfcc15m --metadata yfcc15m.pkl --root R --bpe MERGES`;
 
 export async function main(args: string[]): Promise<number> {
   let values;

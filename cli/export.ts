@@ -1,16 +1,25 @@
-// export.ts: `deno task export backbone --checkpoint P [--teacher] --out X.safetensors`: the vision backbone of a
-// training checkpoint as a flat dict of timm ViT tensors, what the official extract_backbone_weights.py writes
-// (SPEC §7.3): the `visual.` (student) or `visual_ema.` (teacher, --teacher) keys with the prefix stripped, no
-// image_projection, the frozen patch_embed included. safetensors rather than torch.save: every framework reads it
-// without unpickling, and timm's load_state_dict accepts the dict as is.
+// export.ts: `deno task export backbone --checkpoint P [--teacher] --out X.safetensors|X.pt`: the vision backbone
+// of a checkpoint as a flat dict of timm ViT tensors, what the official extract_backbone_weights.py writes (SPEC
+// §7.3): the `visual.` (student) or `visual_ema.` (teacher, --teacher) keys with the prefix stripped, no
+// image_projection, the frozen patch_embed included. The checkpoint is one of ours or an official `.pt` (the
+// extract_backbone_weights.py use case). safetensors by default: every framework reads it without unpickling; `.pt`
+// is written by libtorch's pickler, so Python's torch.load (and timm/mmseg tooling that expects it) reads it.
 import { CheckpointError, loadCheckpoint } from "../src/train/checkpoint.ts";
+import {
+  isTorchCheckpoint,
+  OfficialCheckpointError,
+  openOfficialCheckpoint,
+} from "../src/train/official_checkpoint.ts";
 import { type Tensor, writeSafeTensors } from "../src/torch/mod.ts";
+import { PtFileError, savePt } from "../src/torch/pt_file.ts";
 import { UsageError } from "./usage_error.ts";
 
-const HELP = `usage: deno task export backbone --checkpoint P [--teacher] --out X.safetensors
+const HELP = `usage: deno task export backbone --checkpoint P [--teacher] --out X.safetensors|X.pt
 
-  Writes the ViT backbone with timm key names (cls_token, pos_embed, patch_embed.proj.*, blocks.N.*, norm.*).
-  --teacher   export DetailCLIP's EMA tower (visual_ema) instead of the student (visual)`;
+  Writes the ViT backbone with timm key names (cls_token, pos_embed, patch_embed.proj.*, blocks.N.*, norm.*), as
+  safetensors, or as a torch.save file when X ends in .pt or .pth (Python: torch.load(X) returns the dict).
+  --checkpoint P   a checkpoint of deno task train, or an official DetailCLIP .pt (module. prefix or not)
+  --teacher        export DetailCLIP's EMA tower (visual_ema) instead of the student (visual)`;
 
 /** The checkpoint's `model.visual.` (or `model.visual_ema.`) tensors with that prefix stripped, in file order. */
 export function backboneTensors(tensors: Map<string, Tensor>, teacher: boolean): Map<string, Tensor> {
@@ -42,29 +51,65 @@ export function runExport(args: string[]): number {
     }
   }
   if (checkpoint === undefined || out === undefined) throw new UsageError("--checkpoint and --out are required");
-  let loaded;
+  let tensors: Map<string, Tensor>;
+  let kind: string;
   try {
-    loaded = loadCheckpoint(checkpoint);
+    ({ tensors, kind } = readCheckpointTensors(checkpoint, teacher));
   } catch (error) {
-    if (error instanceof CheckpointError) {
+    if (error instanceof CheckpointError || error instanceof PtFileError || error instanceof OfficialCheckpointError) {
       console.error(`detailclip export: ${error.message}`);
       return 1;
     }
     throw error;
   }
   try {
-    const backbone = backboneTensors(loaded.tensors, teacher);
+    const backbone = backboneTensors(tensors, teacher);
     if (backbone.size === 0) {
-      const kind = (loaded.meta.model_config as { kind?: string } | undefined)?.kind ?? "unknown";
       console.error(`detailclip export: ${checkpoint} has no ${teacher ? "visual_ema" : "visual"} tensors (${kind})`);
       return 1;
     }
-    writeSafeTensors(out, backbone, { format: "pt", source: checkpoint, tower: teacher ? "visual_ema" : "visual" });
+    try {
+      if (/\.(pt|pth)$/i.test(out)) savePt(out, backbone);
+      else {writeSafeTensors(out, backbone, {
+          format: "pt",
+          source: checkpoint,
+          tower: teacher ? "visual_ema" : "visual",
+        });}
+    } catch (error) {
+      if (!(error instanceof PtFileError)) throw error;
+      console.error(`detailclip export: ${error.message}`);
+      return 1;
+    }
     console.log(`wrote ${out}: ${backbone.size} tensors (${teacher ? "teacher" : "student"} backbone)`);
     return 0;
   } finally {
-    for (const t of loaded.tensors.values()) t.dispose();
+    for (const t of tensors.values()) t.dispose();
   }
+}
+
+/**
+ * The checkpoint's tensors under our `model.<official key>` names: every tensor of one of our checkpoints, or the
+ * chosen tower of an official `.pt` (only those are read).
+ */
+function readCheckpointTensors(path: string, teacher: boolean): { tensors: Map<string, Tensor>; kind: string } {
+  if (!isTorchCheckpoint(path)) {
+    const loaded = loadCheckpoint(path);
+    const kind = (loaded.meta.model_config as { kind?: string } | undefined)?.kind ?? "unknown";
+    return { tensors: loaded.tensors, kind };
+  }
+  using official = openOfficialCheckpoint(path);
+  const prefix = teacher ? "visual_ema." : "visual.";
+  const tensors = new Map<string, Tensor>();
+  try {
+    for (const [key, ref] of official.weights) {
+      if (key.startsWith(prefix)) tensors.set(`model.${key}`, official.file.tensor(ref).keep());
+    }
+  } catch (error) {
+    for (const t of tensors.values()) t.dispose();
+    throw error;
+  }
+  const model = official.args.get("model");
+  return { tensors, kind: typeof model === "string" ? model : "official .pt" };
 }
 
 export function main(args: string[]): Promise<number> {

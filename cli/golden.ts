@@ -18,6 +18,7 @@ import {
   cudaIsAvailable,
   type Device,
   loadSafeTensors,
+  SafeTensorsError,
   SafeTensorsFile,
   setAllowTF32,
   type Tensor,
@@ -25,15 +26,20 @@ import {
   writeSafeTensors,
 } from "../src/torch/mod.ts";
 import { buildGoldenModel, type GoldenMeta, readGoldenMeta } from "../src/train/golden_meta.ts";
+import { OfficialCheckpointError } from "../src/train/official_checkpoint.ts";
+import { PtFileError } from "../src/torch/pt_file.ts";
+import { StateDictError } from "../src/nn/module.ts";
 import { UsageError } from "./usage_error.ts";
 
-const help = `usage: deno task golden --ref DIR [--out DIR2] [--device cpu|cuda|cuda:N]
+const help = `usage: deno task golden --ref DIR [--out DIR2] [--device cpu|cuda|cuda:N] [--weights FILE]
 
 Runs one official DetailCLIP training step (EMA update, teacher, masks, student, decoder, heads, text, losses,
 center update, backward, AdamW with the official parameter groups, logit-scale clamp) from DIR/meta.json,
 DIR/weights.safetensors and DIR/inputs.safetensors; compares with DIR/{outputs,grads,after}.safetensors where
 present; writes ours to DIR2 when --out is given. --device runs the step on a CUDA device in fp32 with TF32 off
-(the tolerances are fp32's). Exit status 1 when a tolerance is exceeded.`;
+(the tolerances are fp32's). --weights takes the starting parameters from FILE instead of DIR/weights.safetensors:
+safetensors, or an official DetailCLIP .pt checkpoint (module. prefix, args, optimizer). Exit status 1 when a
+tolerance is exceeded.`;
 
 export async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -42,6 +48,7 @@ export async function main(args: string[]): Promise<number> {
       ref: { type: "string" },
       out: { type: "string" },
       device: { type: "string", default: "cpu" },
+      weights: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
     strict: true,
@@ -66,7 +73,15 @@ export async function main(args: string[]): Promise<number> {
     if (!cudaIsAvailable()) throw new UsageError(`--device ${device}: this libtorch build has no usable CUDA device`);
     setAllowTF32(false); // libtorch lets cuDNN convolutions use TF32 by default; the golden tolerances are fp32's
   }
-  const produced = runGoldenStep(ref, meta, device);
+  let produced: Produced;
+  try {
+    produced = runGoldenStep(ref, meta, device, values.weights);
+  } catch (error) {
+    const unreadable = error instanceof PtFileError || error instanceof OfficialCheckpointError ||
+      error instanceof StateDictError || error instanceof SafeTensorsError;
+    if (values.weights !== undefined && unreadable) throw new UsageError(`--weights: ${(error as Error).message}`);
+    throw error;
+  }
   try {
     if (values.out) {
       await Deno.mkdir(values.out, { recursive: true });
@@ -89,8 +104,8 @@ interface Produced {
 }
 
 /** The official step, in the official order (shared/golden/README.md "Step order"). */
-function runGoldenStep(ref: string, meta: GoldenMeta, device: Device): Produced {
-  const model = buildGoldenModel(ref, meta);
+function runGoldenStep(ref: string, meta: GoldenMeta, device: Device, weights?: string): Produced {
+  const model = buildGoldenModel(ref, meta, weights);
   const config = model.config;
   if (device !== "cpu") model.to(device);
   const inputs = loadSafeTensors(`${ref}/inputs.safetensors`, { device });

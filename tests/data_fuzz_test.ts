@@ -3,15 +3,20 @@
 // lossy/lossless WebP by PIL through /usr/bin/python3 when it is there), then mutated deterministically: bit flips,
 // truncations, byte insertions and deletions, overwritten header bytes and dimensions, spliced files. Every case must
 // end counted: decoded, or skipped with a reason; a tar shard is indexed (its members then decoded or skipped) or
-// refused with an Error. Nothing may crash or hang, and the counts must add up.
-import { decodeImage, NativeLoader } from "../src/data/loader.ts";
+// refused with an Error. Nothing may crash or hang, and the counts must add up. Zip archives (stored and deflated
+// members) are mutated the same way and, in a second set, only inside a deflated member's data; every member the
+// native workers read must get the verdict that node:zlib + the CRC-32 + the decoder give the same bytes.
+import { deflateRawSync } from "node:zlib";
+import { decodeImage, imageSkipReason, NativeLoader } from "../src/data/loader.ts";
 import { readWebDatasetTable } from "../src/data/webdataset.ts";
-import { encodePng } from "../src/data/png.ts";
+import { crc32, encodePng } from "../src/data/png.ts";
+import { ZIP_DEFLATED, ZIP_STORED, ZipArchive } from "../src/data/zip.ts";
 import { liveTensors, NativeLibraryError } from "../src/torch/mod.ts";
 import { assert, assertEquals } from "./helpers.ts";
 
 const IMAGE_CASES = 3000;
 const TAR_CASES = 300;
+const ZIP_CASES = 300;
 
 function probe(): string {
   try {
@@ -140,6 +145,65 @@ function mutate(bytes: Uint8Array, r: () => number, others: Uint8Array[]): { byt
       return { bytes: out, kind: "garbage" };
     }
   }
+}
+
+/** A zip archive of (name, data) members, each stored or deflated; also where each member's data lies. */
+function zip(
+  members: { name: string; data: Uint8Array; deflate: boolean }[],
+): { bytes: Uint8Array; spans: { header: number; offset: number; length: number; deflated: boolean }[] } {
+  const enc = new TextEncoder();
+  const locals: Uint8Array[] = [], centrals: Uint8Array[] = [];
+  const spans: { header: number; offset: number; length: number; deflated: boolean }[] = [];
+  let offset = 0;
+  for (const m of members) {
+    const name = enc.encode(m.name);
+    const data = m.deflate ? new Uint8Array(deflateRawSync(m.data)) : m.data;
+    const method = m.deflate ? ZIP_DEFLATED : ZIP_STORED, crc = crc32(m.data);
+    const local = new Uint8Array(30 + name.length + data.length);
+    const lv = new DataView(local.buffer);
+    lv.setUint32(0, 0x04034b50, true);
+    lv.setUint16(4, 20, true);
+    lv.setUint16(8, method, true);
+    lv.setUint16(12, 0x21, true);
+    lv.setUint32(14, crc, true);
+    lv.setUint32(18, data.length, true);
+    lv.setUint32(22, m.data.length, true);
+    lv.setUint16(26, name.length, true);
+    local.set(name, 30);
+    local.set(data, 30 + name.length);
+    const central = new Uint8Array(46 + name.length);
+    const cv = new DataView(central.buffer);
+    cv.setUint32(0, 0x02014b50, true);
+    cv.setUint16(4, 20, true);
+    cv.setUint16(6, 20, true);
+    cv.setUint16(10, method, true);
+    cv.setUint16(14, 0x21, true);
+    cv.setUint32(16, crc, true);
+    cv.setUint32(20, data.length, true);
+    cv.setUint32(24, m.data.length, true);
+    cv.setUint16(28, name.length, true);
+    cv.setUint32(42, offset, true);
+    central.set(name, 46);
+    spans.push({ header: offset, offset: offset + 30 + name.length, length: data.length, deflated: m.deflate });
+    locals.push(local);
+    centrals.push(central);
+    offset += local.length;
+  }
+  const dirSize = centrals.reduce((sum, c) => sum + c.length, 0);
+  const end = new Uint8Array(22);
+  const ev = new DataView(end.buffer);
+  ev.setUint32(0, 0x06054b50, true);
+  ev.setUint16(8, members.length, true);
+  ev.setUint16(10, members.length, true);
+  ev.setUint32(12, dirSize, true);
+  ev.setUint32(16, offset, true);
+  const bytes = new Uint8Array(offset + dirSize + 22);
+  let at = 0;
+  for (const part of [...locals, ...centrals, end]) {
+    bytes.set(part, at);
+    at += part.length;
+  }
+  return { bytes, spans };
 }
 
 /** A ustar archive of (name, data) members. */
@@ -297,6 +361,114 @@ Deno.test({
       assertEquals(outcomes.indexed + outcomes.refused, TAR_CASES, "every shard indexed or refused");
       assert(outcomes.indexed > 0 && member.decoded > 0, "some shards should survive");
       console.log(JSON.stringify({ cases: TAR_CASES, outcomes, member, indexSkips }));
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: `data fuzz: ${ZIP_CASES} mutated zips and ${ZIP_CASES} flipped deflate streams, each member's verdict checked`,
+  ignore: missing !== "",
+  fn() {
+    const dir = Deno.makeTempDirSync({ prefix: "dc_fuzz_zip_" });
+    try {
+      const bases = baseImages(dir);
+      const members = bases.slice(0, 8).map((b, k) => ({
+        name: `data/images/${k}/${b.name}`,
+        data: b.bytes,
+        deflate: k % 2 === 1,
+      }));
+      const clean = zip(members);
+      const deflatedSpans = clean.spans.filter((span) => span.deflated);
+      const r = rng(4242);
+      const before = liveTensors();
+      const archives = { indexed: 0, refused: 0, refusedOther: 0 };
+      const verdicts: Record<string, number> = {};
+      const flipped: Record<string, number> = {};
+      // Eval mode without DCT scaling decodes at full size, as decodeImage does, so their verdicts are comparable.
+      using loader = new NativeLoader({
+        threads: 2,
+        imageSize: 16,
+        views: 1,
+        mode: "eval",
+        dctScaling: false,
+        maxPixels: 4_000_000,
+      });
+      for (let i = 0; i < 2 * ZIP_CASES; i++) {
+        let bytes: Uint8Array, flippedHeader = -1;
+        if (i < ZIP_CASES) {
+          bytes = mutate(clean.bytes, r, [clean.bytes]).bytes;
+        } else {
+          // Only the compressed bytes of one deflated member change: the directory still vouches for the original.
+          bytes = clean.bytes.slice();
+          const span = deflatedSpans[Math.floor(r() * deflatedSpans.length)];
+          flippedHeader = span.header;
+          for (let k = 1 + Math.floor(r() * 3); k > 0; k--) {
+            bytes[span.offset + Math.floor(r() * span.length)] ^= 1 + Math.floor(r() * 255);
+          }
+        }
+        const path = `${dir}/case_${i}.zip`;
+        Deno.writeFileSync(path, bytes);
+        let archive: ZipArchive;
+        try {
+          archive = new ZipArchive(path);
+        } catch (error) {
+          assert(error instanceof Error, `case ${i}: threw a non-Error ${String(error)}`);
+          archives.refused++;
+          // Not every refusal is a ZipError yet (zip.ts reads an extra field that runs past the directory with a
+          // DataView, which throws RangeError); readYfccTable counts any refusal as zip_corrupt.
+          if (error.name !== "ZipError") archives.refusedOther++;
+          continue;
+        }
+        archives.indexed++;
+        try {
+          const entries = [...archive.entries.values()].filter((e) =>
+            (e.method === ZIP_STORED || e.method === ZIP_DEFLATED) && e.size <= 0xffffffff
+          );
+          if (entries.length === 0) continue;
+          const result = loader.run({
+            candidates: entries.map((e, k) => ({
+              path,
+              offset: e.localHeaderOffset,
+              length: e.compressedSize,
+              member: { zipLocalHeader: true, deflated: e.method === ZIP_DEFLATED, size: e.size, crc32: e.crc32 },
+              index: k,
+            })),
+            slotBegin: entries.map((_, k) => k).concat([entries.length]),
+            seed: 1,
+            rank: 0,
+            epoch: 0,
+          });
+          result.u.dispose();
+          entries.forEach((entry, k) => {
+            const got = result.status[k] === 0 ? "decoded" : imageSkipReason(result.status[k]);
+            assert(result.status[k] >= 0, `case ${i}: member ${k} was not tried`);
+            verdicts[got] = (verdicts[got] ?? 0) + 1;
+            if (entry.localHeaderOffset === flippedHeader) flipped[got] = (flipped[got] ?? 0) + 1;
+            // The reference: the TypeScript reader (node:zlib, size and CRC-32 checks), then the decoder.
+            let data: Uint8Array | null = null;
+            try {
+              data = archive.read(entry);
+            } catch {
+              // a member the reference refuses must not decode natively
+            }
+            if (data === null) {
+              assert(got !== "decoded", `case ${i}: member '${entry.name}' fails its checks but decoded`);
+            } else {
+              const direct = decodeImage(data, { maxPixels: 4_000_000 });
+              assertEquals(got, "skip" in direct ? direct.skip : "decoded", `case ${i}: member '${entry.name}'`);
+            }
+          });
+        } finally {
+          archive.close();
+        }
+      }
+      assertEquals(archives.indexed + archives.refused, 2 * ZIP_CASES, "every archive indexed or refused");
+      assert(archives.indexed > ZIP_CASES && (verdicts.decoded ?? 0) > 0, JSON.stringify({ archives, verdicts }));
+      assert((flipped.zip_member_corrupt ?? 0) > 0, `flipped deflate data is caught: ${JSON.stringify(flipped)}`);
+      assertEquals(liveTensors(), before, "live tensor handles");
+      console.log(JSON.stringify({ cases: 2 * ZIP_CASES, archives, verdicts, flipped }));
     } finally {
       Deno.removeSync(dir, { recursive: true });
     }

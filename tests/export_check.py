@@ -1,7 +1,11 @@
 # export_check.py: checks an exported backbone (deno task export backbone) against the state dict of a timm-0.5.4-style
 # VisionTransformer built here with torch.nn (timm itself is not installed): same keys, same shapes, finite values.
-# The safetensors file is parsed with json + struct only, so the check does not depend on the safetensors package.
-# usage: python3 export_check.py FILE WIDTH DEPTH PATCH IMAGE_SIZE   (prints "ok N" or exits 1 with the differences)
+# A safetensors file is parsed with json + struct only, so the check does not depend on the safetensors package; a
+# .pt/.pth file is read with torch.load, which must return a plain dict of tensors (what extract_backbone_weights.py
+# writes). With --values REF PREFIX, every exported tensor must also equal REF[PREFIX + key] exactly, dtype included
+# (REF: a safetensors file, e.g. the checkpoint the backbone came from).
+# usage: python3 export_check.py FILE WIDTH DEPTH PATCH IMAGE_SIZE [--values REF PREFIX]
+#        (prints "ok N" or exits 1 with the differences)
 import json
 import struct
 import sys
@@ -51,7 +55,8 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(width, eps=1e-6)
 
 
-DTYPES = {"F32": (torch.float32, 4), "F16": (torch.float16, 2), "BF16": (torch.bfloat16, 2)}
+DTYPES = {"F32": (torch.float32, 4), "F64": (torch.float64, 8), "F16": (torch.float16, 2), "BF16": (torch.bfloat16, 2),
+          "I64": (torch.int64, 8), "I32": (torch.int32, 4), "U8": (torch.uint8, 1), "BOOL": (torch.bool, 1)}
 
 
 def read_safetensors(path):
@@ -71,11 +76,24 @@ def read_safetensors(path):
     return out
 
 
+def read_exported(path):
+    if not path.endswith((".pt", ".pth")):
+        return read_safetensors(path), []
+    loaded = torch.load(path, map_location="cpu")
+    problems = []
+    if type(loaded) is not dict:
+        problems.append(f"torch.load returned {type(loaded).__name__}, not a dict")
+        return {}, problems
+    for key, value in loaded.items():
+        if not isinstance(value, torch.Tensor):
+            problems.append(f"{key}: a {type(value).__name__}, not a tensor")
+    return {k: v for k, v in loaded.items() if isinstance(v, torch.Tensor)}, problems
+
+
 def main():
     path, width, depth, patch, image_size = sys.argv[1], *map(int, sys.argv[2:6])
-    exported = read_safetensors(path)
+    exported, problems = read_exported(path)
     reference = VisionTransformer(width, depth, patch, image_size).state_dict()
-    problems = []
     for key in sorted(set(reference) - set(exported)):
         problems.append(f"missing {key}")
     for key in sorted(set(exported) - set(reference)):
@@ -85,6 +103,18 @@ def main():
             problems.append(f"{key}: shape {tuple(exported[key].shape)}, timm {tuple(reference[key].shape)}")
         elif not torch.isfinite(exported[key].float()).all():
             problems.append(f"{key}: non-finite values")
+    if len(sys.argv) > 6:
+        if sys.argv[6] != "--values" or len(sys.argv) != 9:
+            raise SystemExit("usage: export_check.py FILE WIDTH DEPTH PATCH IMAGE_SIZE [--values REF PREFIX]")
+        ref_tensors, prefix = read_safetensors(sys.argv[7]), sys.argv[8]
+        for key, value in exported.items():
+            ref = ref_tensors.get(prefix + key)
+            if ref is None:
+                problems.append(f"{key}: no {prefix + key} in {sys.argv[7]}")
+            elif ref.dtype != value.dtype:
+                problems.append(f"{key}: dtype {value.dtype}, reference {ref.dtype}")
+            elif ref.shape != value.shape or not torch.equal(ref, value):
+                problems.append(f"{key}: values differ from {prefix + key}")
     if not problems:
         # strict load into the timm-style module: the dict is usable as is
         model = VisionTransformer(width, depth, patch, image_size)

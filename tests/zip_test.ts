@@ -117,3 +117,38 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "zip: 400 archives with mutated directories either read or fail with a ZipError, nothing else",
+  ignore: !hasPython,
+  fn() {
+    const dir = Deno.makeTempDirSync();
+    try {
+      const { path } = writeArchive(dir, true);
+      const bytes = Deno.readFileSync(path);
+      // Mutations land in the last 600 bytes: the central directory, the zip64 records and the EOCD.
+      let seed = 12345;
+      const next = (n: number): number => {
+        seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+        return seed % n;
+      };
+      let refused = 0;
+      for (let trial = 0; trial < 400; trial++) {
+        const mutated = bytes.slice();
+        for (let k = 0; k < 1 + next(4); k++) mutated[bytes.length - 1 - next(600)] = next(256);
+        const p = `${dir}/m.zip`;
+        Deno.writeFileSync(p, mutated);
+        try {
+          using zip = new ZipArchive(p);
+          for (const entry of zip.entries.values()) zip.read(entry);
+        } catch (error) {
+          if (!(error instanceof ZipError)) throw new Error(`trial ${trial}: ${error}`, { cause: error });
+          refused += 1;
+        }
+      }
+      assert(refused > 100, `most mutations are refused (${refused} of 400)`);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
+});

@@ -7,7 +7,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 deno_version=2.9.6
 deno_dir=$root/.tools/node_modules/@deno/linux-x64-glibc
 # libopenblas0-pthread replaces the reference BLAS that libtorch-dev pulls in: matmuls are ~10-20x faster.
-packages=(build-essential cmake pkg-config libtorch-dev libgloo-dev libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev libwebp-dev
+packages=(build-essential cmake pkg-config libtorch-dev libgloo-dev libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev libwebp-dev zlib1g-dev
   libopenblas0-pthread python3-torch python3-torchvision python3-pil python3-numpy)
 
 missing=()

@@ -39,7 +39,7 @@ typedef void* dc_guard;
 #define DC_NONBLOCKING
 
 /* Bump when any signature or code below changes; src/torch/lib.ts refuses a library with another version. */
-#define DC_ABI_VERSION 5
+#define DC_ABI_VERSION 6
 
 /* ---- library, errors, runtime ------------------------------------------------------------------------------- */
 DC_API int32_t dc_abi_version(void);
@@ -322,7 +322,7 @@ DC_API int64_t dc_dist_store_get(int64_t group, const char* key, void* out, int6
 
 /* ---- data pipeline (data.cpp): image decoding and augmentation on native worker threads ----------------------- */
 /* A loader owns a pool of worker threads that read encoded images (a whole file or a byte range of one, e.g. a tar
- * member), decode them (JPEG via TurboJPEG with DCT down-scaling, PNG via libpng, WebP via libwebp) to RGB8 and write
+ * member, or a zip member, stored or deflated), decode them (JPEG via TurboJPEG with DCT down-scaling, PNG via libpng, WebP via libwebp) to RGB8 and write
  * the SPEC 6.2 train augmentation or the eval transform as normalized float32 (B, 3, S, S) views.
  * Loaders are named by positive int64 ids, not pointers, so a stale or twice-freed id is an error, never a crash.
  * Bad input never fails a call: every candidate image gets a status (DC_IMG_*), and each batch slot is filled by the
@@ -338,6 +338,9 @@ DC_API int64_t dc_dist_store_get(int64_t group, const char* key, void* out, int6
 #define DC_IMG_CORRUPT 6
 #define DC_IMG_TRUNCATED 7
 #define DC_IMG_FAILED 8
+/* A compressed or archived member (a zip member) that fails its checks: bad local header, deflate data that does not
+ * inflate, or an uncompressed size or CRC-32 other than the archive's directory says. */
+#define DC_IMG_MEMBER_CORRUPT 9
 /* Loader configuration: DC_CFG_COUNT doubles at these indices. Mode 0 = train, 1 = eval. Alpha 0 = drop (PIL's
  * convert("RGB")), 1 = composite on black. A jitter range equal to the identity (1, 1) or hue (0, 0) is not drawn. */
 #define DC_CFG_THREADS 0
@@ -371,8 +374,24 @@ DC_API int64_t dc_dist_store_get(int64_t group, const char* key, void* out, int6
 #define DC_CFG_MEAN_R 28
 #define DC_CFG_STD_R 31
 #define DC_CFG_COUNT 34
-/* A candidate is DC_CAND_STRIDE int64 values: byte offset, byte length (-1 = to the end of the file), sample index. */
-#define DC_CAND_STRIDE 3
+/* A candidate is DC_CAND_STRIDE int64 values at these indices: the byte offset and length (-1 = to the end of the file)
+ * of the stored bytes; the sample index (keys the random stream); the method: DC_CAND_RAW (the bytes are the encoded
+ * image) or DC_CAND_DEFLATE (a raw deflate stream, zip's method 8, that inflates to it); flags: DC_CAND_ZIP_LOCAL =
+ * the offset is a zip member's local file header (its signature is checked, the data starts after its name and extra
+ * field, and length counts from there); the uncompressed size (-1 = unknown) and the CRC-32 of the uncompressed
+ * bytes (-1 = not checked). A size or CRC-32 that differs, or deflate data that does not inflate, is
+ * DC_IMG_MEMBER_CORRUPT; an uncompressed size over the byte limit is DC_IMG_TOO_LARGE. */
+#define DC_CAND_OFFSET 0
+#define DC_CAND_LENGTH 1
+#define DC_CAND_INDEX 2
+#define DC_CAND_METHOD 3
+#define DC_CAND_FLAGS 4
+#define DC_CAND_SIZE 5
+#define DC_CAND_CRC32 6
+#define DC_CAND_STRIDE 7
+#define DC_CAND_RAW 0
+#define DC_CAND_DEFLATE 8
+#define DC_CAND_ZIP_LOCAL 1
 /* The per-slot record of dc_loader_collect (DC_INFO_STRIDE int64 values, all -1 for an unfilled slot): the candidate
  * used, the image size, the decoded size (smaller after DCT scaling), the crop box (top, left, height, width) of each
  * view in original pixels (eval: crop offset and resized height and width in u, v unused), and the applied ops, 4 bits
@@ -428,6 +447,15 @@ DC_API int32_t dc_set_allow_tf32(int32_t enabled);
 /* The CUDA caching allocator's peak allocated bytes on the device since the last reset; -1 without CUDA. */
 DC_API int64_t dc_cuda_max_memory_allocated(int32_t device);
 DC_API int32_t dc_cuda_reset_peak_memory_stats(int32_t device);
+
+/* ---- torch .pt files (io.cpp) ------------------------------------------------------------------------------ */
+/* Writes a dict of name -> tensor with libtorch's pickler (torch::pickle_save: the zip format Python's torch.load
+ * reads) to path, atomically (path.tmp-<pid>, fsync, rename). names: n NUL-terminated UTF-8 keys back to back
+ * (names_nbytes in all), in the dict's order; each tensor is written detached, on the CPU, as its own storage. */
+DC_API int32_t dc_save_pt(const char* path, const char* names, int64_t names_nbytes, const dc_tensor* tensors, int64_t n);
+/* A view of t's storage with the given sizes, strides and storage offset (torch.as_strided); libtorch checks that it
+ * stays inside the storage. Rebuilds pickled tensors (storage + offset + sizes + strides) in src/torch/pt_file.ts. */
+DC_API dc_tensor dc_as_strided(dc_tensor t, const int64_t* size, int64_t ndim, const int64_t* stride, int64_t storage_offset);
 
 /* ---- diagnostics ------------------------------------------------------------------------------------------------- */
 /* Runs `iters` times: handle = new (a + b); free(handle). The native baseline for bench/ffi. Returns seconds. */

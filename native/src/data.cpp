@@ -1,7 +1,8 @@
 // data.cpp: the native half of the data pipeline. A loader owns a pool of std::thread workers that read encoded
-// images (a whole file or a byte range of one, e.g. a tar member), decode them (JPEG through the TurboJPEG API with
-// DCT down-scaling, PNG through libpng, WebP through libwebp) to RGB8, and write the official augmentation (SPEC
-// §6.2) or the eval transform as normalized float32 (B, 3, S, S) views.
+// images (a whole file, a byte range of one such as a tar member, or a zip member found through its local header and
+// inflated with zlib when deflated), decode them (JPEG through the TurboJPEG API with DCT down-scaling, PNG through
+// libpng, WebP through libwebp) to RGB8, and write the official augmentation (SPEC §6.2) or the eval transform as
+// normalized float32 (B, 3, S, S) views.
 //
 // Three promises shape the code:
 // - Parity: every image operation reproduces what torchvision does on a PIL image (Pillow 9's fixed-point resampling,
@@ -11,14 +12,16 @@
 // - Determinism: a sample's random stream is a pure function of (seed, rank, epoch, sample index, view), never of
 //   which worker ran it or when; a batch slot is filled by the first decodable candidate of its chain.
 // - Bad input never crashes or hangs: every candidate gets a status code (missing, corrupt, truncated, too many
-//   pixels, ...), decoders report errors as values (libpng's longjmp is confined to one C-style function), the pixel
-//   limit is checked on the header before anything is allocated, and no exception leaves a worker.
+//   pixels, a zip member failing its size or CRC-32, ...), decoders report errors as values (libpng's longjmp is
+//   confined to one C-style function), the pixel limit is checked on the header before anything is allocated, and
+//   no exception leaves a worker.
 #include <fcntl.h>
 #include <png.h>
 #include <sys/stat.h>
 #include <turbojpeg.h>
 #include <unistd.h>
 #include <webp/decode.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -50,6 +53,7 @@ enum Status : int32_t {
   kCorrupt = DC_IMG_CORRUPT,
   kTruncated = DC_IMG_TRUNCATED,
   kFailed = DC_IMG_FAILED,
+  kMemberCorrupt = DC_IMG_MEMBER_CORRUPT,
 };
 
 const char* status_name(int32_t status) {
@@ -62,6 +66,7 @@ const char* status_name(int32_t status) {
     case kTooLarge: return "too_large";
     case kCorrupt: return "corrupt";
     case kTruncated: return "truncated";
+    case kMemberCorrupt: return "member_corrupt";
     default: return "failed";
   }
 }
@@ -208,26 +213,11 @@ struct Fd {
   }
 };
 
-// Reads [offset, offset + length) of a file (length < 0: to the end). Only regular files: O_NONBLOCK keeps a FIFO
-// or device path from blocking the worker forever, and fstat rejects it before any read.
-Status read_range(const char* path, int64_t offset, int64_t length, int64_t max_bytes, std::vector<uint8_t>& out) {
-  out.clear();
-  Fd file;
-  file.fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (file.fd < 0) return (errno == ENOENT || errno == ENOTDIR) ? kMissing : kUnreadable;
-  struct stat st;
-  if (::fstat(file.fd, &st) != 0 || !S_ISREG(st.st_mode)) return kUnreadable;
-  const int64_t file_size = static_cast<int64_t>(st.st_size);
-  if (offset < 0) return kUnreadable;
-  if (offset > file_size) return kTruncated;
-  if (length < 0) length = file_size - offset;
-  if (length == 0) return kEmpty;
-  if (length > max_bytes) return kTooLarge;
-  if (length > file_size - offset) return kTruncated;  // a tar member cut short by a truncated shard
-  out.resize(static_cast<size_t>(length));
+// Reads exactly `length` bytes at `offset` into out.
+Status pread_exact(int fd, int64_t offset, int64_t length, uint8_t* out) {
   int64_t done = 0;
   while (done < length) {
-    const ssize_t got = ::pread(file.fd, out.data() + done, static_cast<size_t>(length - done), offset + done);
+    const ssize_t got = ::pread(fd, out + done, static_cast<size_t>(length - done), offset + done);
     if (got < 0) {
       if (errno == EINTR) continue;
       return kUnreadable;
@@ -236,6 +226,111 @@ Status read_range(const char* path, int64_t offset, int64_t length, int64_t max_
     done += got;
   }
   return kOk;
+}
+
+// One candidate as the header's DC_CAND_* fields describe it.
+struct Candidate {
+  int64_t offset, length, index, method, flags, size, crc;
+  static Candidate at(const int64_t* c) {
+    return {c[DC_CAND_OFFSET], c[DC_CAND_LENGTH], c[DC_CAND_INDEX], c[DC_CAND_METHOD],
+            c[DC_CAND_FLAGS],  c[DC_CAND_SIZE],   c[DC_CAND_CRC32]};
+  }
+};
+
+inline uint32_t le16(const uint8_t* p) { return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8); }
+inline uint32_t le32(const uint8_t* p) { return le16(p) | (le16(p + 2) << 16); }
+
+// Inflates a raw deflate stream (zip's method 8). With a known size the output must be exactly that long (one spare
+// byte catches a stream that runs longer); without one it grows up to max_bytes. Every failure of the stream itself
+// is a corrupt member; only an allocation failure escapes (as std::bad_alloc, counted as failed by the worker).
+Status inflate_raw(const std::vector<uint8_t>& in, int64_t size, int64_t max_bytes, std::vector<uint8_t>& out) {
+  z_stream z{};
+  if (inflateInit2(&z, -MAX_WBITS) != Z_OK) throw std::bad_alloc();
+  struct End {
+    z_stream* z;
+    ~End() { inflateEnd(z); }
+  } end{&z};
+  const int64_t limit = max_bytes + 1;
+  int64_t capacity = size >= 0 ? size + 1 : std::min<int64_t>(limit, std::max<int64_t>(65536, 4 * in.size()));
+  out.resize(static_cast<size_t>(capacity));
+  z.next_in = const_cast<Bytef*>(in.data());
+  int64_t fed = 0;
+  for (;;) {
+    // avail_in and avail_out are 32-bit: feed and drain in chunks.
+    if (z.avail_in == 0 && fed < static_cast<int64_t>(in.size())) {
+      z.avail_in = static_cast<uInt>(std::min<int64_t>(static_cast<int64_t>(in.size()) - fed, 1 << 30));
+      fed += z.avail_in;
+    }
+    const int64_t produced = static_cast<int64_t>(z.total_out);
+    z.next_out = out.data() + produced;
+    z.avail_out = static_cast<uInt>(std::min<int64_t>(capacity - produced, 1 << 30));
+    const int rc = inflate(&z, Z_NO_FLUSH);
+    if (rc == Z_STREAM_END) break;
+    if (rc == Z_MEM_ERROR) throw std::bad_alloc();
+    if (rc != Z_OK && rc != Z_BUF_ERROR) return kMemberCorrupt;  // Z_DATA_ERROR (bad codes, distances), Z_NEED_DICT
+    if (static_cast<int64_t>(z.total_out) == capacity) {
+      if (size >= 0) return kMemberCorrupt;  // more bytes than the directory says
+      if (capacity >= limit) return kTooLarge;
+      capacity = std::min<int64_t>(limit, capacity * 2);
+      out.resize(static_cast<size_t>(capacity));
+      continue;
+    }
+    // Room left but no input: the stream was cut before its final block ended.
+    if (z.avail_in == 0 && fed == static_cast<int64_t>(in.size()) && z.avail_out > 0) return kMemberCorrupt;
+  }
+  const int64_t total = static_cast<int64_t>(z.total_out);
+  out.resize(static_cast<size_t>(total));
+  if (size >= 0 && total != size) return kMemberCorrupt;
+  if (total > max_bytes) return kTooLarge;
+  return kOk;
+}
+
+// Reads one candidate's encoded image into out: a whole file or a byte range of one (tar members), or a zip member
+// located through its local header, inflated when deflated, and checked against the directory's size and CRC-32.
+// Only regular files: O_NONBLOCK keeps a FIFO or device path from blocking the worker forever, and fstat rejects it
+// before any read.
+Status read_candidate(const char* path, const Candidate& c, int64_t max_bytes, std::vector<uint8_t>& out,
+                      std::vector<uint8_t>& packed) {
+  out.clear();
+  Fd file;
+  file.fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (file.fd < 0) return (errno == ENOENT || errno == ENOTDIR) ? kMissing : kUnreadable;
+  struct stat st;
+  if (::fstat(file.fd, &st) != 0 || !S_ISREG(st.st_mode)) return kUnreadable;
+  const int64_t file_size = static_cast<int64_t>(st.st_size);
+  int64_t offset = c.offset;
+  if (offset < 0) return kUnreadable;
+  if (offset > file_size) return kTruncated;
+  if (c.flags & DC_CAND_ZIP_LOCAL) {
+    // The local header: signature, ..., name length at 26, extra length at 28; the data follows name and extra.
+    uint8_t local[30];
+    if (file_size - offset < 30) return kTruncated;
+    const Status status = pread_exact(file.fd, offset, 30, local);
+    if (status != kOk) return status;
+    if (le32(local) != 0x04034b50u) return kMemberCorrupt;
+    offset += 30 + le16(local + 26) + le16(local + 28);
+    if (offset > file_size) return kTruncated;
+  }
+  const int64_t length = c.length < 0 ? file_size - offset : c.length;
+  if (c.method == DC_CAND_RAW) {
+    if (c.size >= 0 && c.size != length) return kMemberCorrupt;
+    if (length == 0) return kEmpty;
+    if (length > max_bytes) return kTooLarge;
+    if (length > file_size - offset) return kTruncated;  // a member cut short by a truncated shard or archive
+    out.resize(static_cast<size_t>(length));
+    const Status status = pread_exact(file.fd, offset, length, out.data());
+    if (status != kOk) return status;
+  } else {
+    if (c.size > max_bytes || length > max_bytes) return kTooLarge;
+    if (length > file_size - offset) return kTruncated;
+    packed.resize(static_cast<size_t>(length));
+    Status status = pread_exact(file.fd, offset, length, packed.data());
+    if (status != kOk) return status;
+    status = inflate_raw(packed, c.size, max_bytes, out);
+    if (status != kOk) return status;
+  }
+  if (c.crc >= 0 && crc32_z(0, out.data(), out.size()) != static_cast<uLong>(c.crc)) return kMemberCorrupt;
+  return out.empty() ? kEmpty : kOk;
 }
 
 // ---- decoding -----------------------------------------------------------------------------------------------------
@@ -513,7 +608,7 @@ Status decode_webp(const uint8_t* data, size_t n, const Header& header, int alph
 
 struct Scratch {
   JpegDecoder jpeg;
-  std::vector<uint8_t> bytes, decode, temp, view;
+  std::vector<uint8_t> bytes, packed, decode, temp, view;
   std::vector<png_bytep> rows;
   std::vector<double> coeffs;
   Image image;
@@ -1007,9 +1102,10 @@ struct SampleOut {
   int64_t* info;        // DC_INFO_STRIDE values
 };
 
-Status process_sample(const Config& cfg, const char* path, int64_t offset, int64_t length, uint64_t seed,
-                      int64_t rank, int64_t epoch, int64_t index, Scratch& s, const SampleOut& out) {
-  Status status = read_range(path, offset, length, cfg.max_bytes, s.bytes);
+Status process_sample(const Config& cfg, const char* path, const Candidate& candidate, uint64_t seed, int64_t rank,
+                      int64_t epoch, Scratch& s, const SampleOut& out) {
+  const int64_t index = candidate.index;
+  Status status = read_candidate(path, candidate, cfg.max_bytes, s.bytes, s.packed);
   if (status != kOk) return status;
   Header header;
   status = read_header(s.bytes.data(), s.bytes.size(), s.jpeg, header);
@@ -1192,11 +1288,11 @@ class Loader {
     for (int v = 0; v < cfg_.views; ++v) out.views[v] = job.data[v] + plane * slot;
     for (int64_t c = job.slot_begin[slot]; c < job.slot_begin[slot + 1]; ++c) {
       if (stopping_) return;
-      const int64_t* cand = &job.candidates[static_cast<size_t>(c) * DC_CAND_STRIDE];
+      const Candidate cand = Candidate::at(&job.candidates[static_cast<size_t>(c) * DC_CAND_STRIDE]);
       Status status;
       try {
-        status = process_sample(cfg_, job.paths.c_str() + job.path_at[static_cast<size_t>(c)], cand[0], cand[1],
-                                job.seed, job.rank, job.epoch, cand[2], scratch, out);
+        status = process_sample(cfg_, job.paths.c_str() + job.path_at[static_cast<size_t>(c)], cand, job.seed,
+                                job.rank, job.epoch, scratch, out);
       } catch (...) {
         status = kFailed;  // std::bad_alloc on a huge-but-allowed image, or anything unforeseen
         scratch.jpeg.reset();
@@ -1319,6 +1415,18 @@ int64_t dc_loader_submit(int64_t loader, const char* paths, int64_t paths_nbytes
     at = end + 1;
   }
   job->candidates.assign(candidates, candidates + n * DC_CAND_STRIDE);
+  for (int64_t i = 0; i < n; ++i) {
+    const dc::data::Candidate c = dc::data::Candidate::at(&job->candidates[static_cast<size_t>(i) * DC_CAND_STRIDE]);
+    const auto bad = [i](const std::string& what) {
+      return std::invalid_argument("candidate " + std::to_string(i) + ": " + what);
+    };
+    if (c.method != DC_CAND_RAW && c.method != DC_CAND_DEFLATE) {
+      throw bad("method must be DC_CAND_RAW (0) or DC_CAND_DEFLATE (8), got " + std::to_string(c.method));
+    }
+    if ((c.flags & ~static_cast<int64_t>(DC_CAND_ZIP_LOCAL)) != 0) throw bad("unknown flags " + std::to_string(c.flags));
+    if (c.size < -1 || c.length < -1) throw bad("size and length must be >= -1");
+    if (c.crc < -1 || c.crc > 0xffffffffLL) throw bad("crc32 must be -1 or in [0, 2^32), got " + std::to_string(c.crc));
+  }
   job->slot_begin.assign(slot_begin, slot_begin + batch + 1);
   for (int64_t s = 0; s < batch; ++s) {
     if (job->slot_begin[s] < 0 || job->slot_begin[s] > job->slot_begin[s + 1] || job->slot_begin[s + 1] > n) {

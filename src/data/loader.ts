@@ -29,6 +29,7 @@ export const IMAGE_SKIP_REASONS: Readonly<Record<number, string>> = {
   [codes.IMG_CORRUPT]: "image_corrupt",
   [codes.IMG_TRUNCATED]: "image_truncated",
   [codes.IMG_FAILED]: "image_failed",
+  [codes.IMG_MEMBER_CORRUPT]: "zip_member_corrupt",
 };
 
 /** The reason name of a native status code. */
@@ -214,12 +215,26 @@ export function loaderConfig(options: NativeLoaderOptions): Float64Array {
 
 // ---- the native loader ------------------------------------------------------------------------------------------
 
-/** Where one candidate's encoded bytes are: a file, or a byte range of one (a tar member). */
+/** How an archive stores a member: where its data starts, whether it is compressed, and what to check it against. */
+export interface ArchiveMember {
+  /** `offset` is the member's zip local file header (the native worker reads it); else `offset` is the data. */
+  zipLocalHeader: boolean;
+  /** The stored bytes are a raw deflate stream (zip method 8), inflated by the worker. */
+  deflated: boolean;
+  /** The uncompressed size, checked (-1: unknown). */
+  size: number;
+  /** The CRC-32 of the uncompressed bytes, checked (-1: not checked). */
+  crc32: number;
+}
+
+/** Where one candidate's encoded bytes are: a file, a byte range of one (a tar member), or a zip member. */
 export interface ImageRef {
   path: string;
   offset?: number;
-  /** Bytes from offset; absent or -1 = to the end of the file. */
+  /** Bytes from offset (from the data start for a zip member: its compressed size); absent or -1 = to the end. */
   length?: number;
+  /** Absent: the bytes are the encoded image as they are. A failing member check is `zip_member_corrupt`. */
+  member?: ArchiveMember;
   /** The sample index that keys its random stream (with seed, rank, epoch). */
   index: number;
 }
@@ -288,9 +303,14 @@ export class NativeLoader {
       const bytes = encoder.encode(c.path + "\0");
       pathBytes.push(bytes);
       total += bytes.length;
-      spans[i * codes.CAND_STRIDE] = BigInt(c.offset ?? 0);
-      spans[i * codes.CAND_STRIDE + 1] = BigInt(c.length ?? -1);
-      spans[i * codes.CAND_STRIDE + 2] = BigInt(c.index);
+      const at = i * codes.CAND_STRIDE, m = c.member;
+      spans[at + codes.CAND_OFFSET] = BigInt(c.offset ?? 0);
+      spans[at + codes.CAND_LENGTH] = BigInt(c.length ?? -1);
+      spans[at + codes.CAND_INDEX] = BigInt(c.index);
+      spans[at + codes.CAND_METHOD] = BigInt(m?.deflated ? codes.CAND_DEFLATE : codes.CAND_RAW);
+      spans[at + codes.CAND_FLAGS] = BigInt(m?.zipLocalHeader ? codes.CAND_ZIP_LOCAL : 0);
+      spans[at + codes.CAND_SIZE] = BigInt(m?.size ?? -1);
+      spans[at + codes.CAND_CRC32] = BigInt(m?.crc32 ?? -1);
     });
     const paths = new Uint8Array(Math.max(total, 1));
     let at = 0;
@@ -514,7 +534,7 @@ interface Pending {
   hinted: boolean;
 }
 
-/** Builds the file-backed TrainSource (used by the CSV, webdataset and COCO sources). */
+/** Builds the file-backed TrainSource (used by the CSV, webdataset, COCO, YFCC15M and RedCaps sources). */
 export function fileTrainSource(table: SampleTable, options: FileSourceOptions): FileTrainSource {
   if (table.size < 1) {
     throw new RangeError(`${table.name}: no usable samples (skipped while indexing: ${table.indexSkips})`);

@@ -6,6 +6,11 @@
 // For large files (the YFCC15M metadata: ~15 M tuples) the items of the outermost list can be streamed to a callback
 // instead of being kept, and a first pass over the opcodes finds which memo slots are ever read back (BINGET), so only
 // those values stay in memory.
+//
+// A caller that needs more (torch.save's checkpoints, src/torch/pt_file.ts) passes an allow-list: `globals` maps the
+// names it accepts to its own TypeScript values or functions, and `persistentLoad` turns persistent ids into values.
+// REDUCE, NEWOBJ and BUILD then run only those functions; a name the caller does not list is refused, named, before
+// anything is built from it.
 
 /** A value a plain-data pickle can hold. */
 export type PickleValue =
@@ -17,11 +22,30 @@ export type PickleValue =
   | Uint8Array
   | PickleValue[]
   | PickleTuple
-  | Map<PickleValue, PickleValue>;
+  | Map<PickleValue, PickleValue>
+  | PickleObject;
 
 /** A Python tuple (frozen array, told apart from a list by this wrapper). */
 export class PickleTuple {
   constructor(readonly items: readonly PickleValue[]) {}
+}
+
+/**
+ * A value built by a function of the caller's allow-list (ReadPickleOptions.globals), e.g. a tensor reference. BUILD
+ * (Python's __setstate__) on it calls setState, which returns false to refuse the state.
+ */
+export abstract class PickleObject {
+  setState(_state: PickleValue): boolean {
+    return false;
+  }
+}
+
+/**
+ * A callable global of the caller's allow-list. REDUCE (`f(*args)`) and NEWOBJ (`cls.__new__(cls, *args)`) run `call`
+ * with the pickled arguments: the caller's TypeScript, never anything the pickle names.
+ */
+export class PickleCallable {
+  constructor(readonly name: string, readonly call: (args: readonly PickleValue[]) => PickleValue) {}
 }
 
 export class PickleError extends Error {
@@ -52,17 +76,29 @@ const CODE_OPCODES: Record<number, string> = {
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 const MARK = Symbol("mark");
-/** A global from the allow-list: a name, not a function. */
-class BytesConstructor {
-  constructor(readonly name: string) {}
-}
 const BYTES_CONSTRUCTORS = new Set(["_codecs encode", "__builtin__ bytes", "builtins bytes"]);
-type Slot = PickleValue | typeof MARK | BytesConstructor;
+type Slot = PickleValue | typeof MARK | PickleCallable;
 
 export interface ReadPickleOptions {
   /** Called with each item of the outermost list, which then stays empty (streaming). */
   onTopItem?: (item: PickleValue, index: number) => void;
+  /**
+   * The allow-list of globals beyond the bytes constructors: a value, a PickleCallable, or undefined to refuse the
+   * name (the error names it). Without it every other global is refused.
+   */
+  globals?: (module: string, name: string) => PickleValue | PickleCallable | undefined;
+  /**
+   * BUILD on a value that is not a PickleObject (e.g. the attributes of an OrderedDict): true accepts the state.
+   * Without it such a BUILD is refused.
+   */
+  build?: (target: PickleValue, state: PickleValue) => boolean;
+  /** BINPERSID/PERSID: the value a persistent id stands for. Without it both opcodes are refused. */
+  persistentLoad?: (pid: PickleValue) => PickleValue;
+  /** What refusal messages say is read (default: "plain data (lists, tuples, dicts, numbers, str, bytes)"). */
+  accepts?: string;
 }
+
+const PLAIN_DATA = "plain data (lists, tuples, dicts, numbers, str, bytes)";
 
 function opcodeName(op: number): string {
   const ch = op >= 0x20 && op < 0x7f ? ` '${String.fromCharCode(op)}'` : "";
@@ -81,7 +117,22 @@ function run(bytes: Uint8Array, options: ReadPickleOptions, used: Set<number>): 
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const stack: Slot[] = [];
   const marks: number[] = [];
-  const memo = new Map<number, PickleValue>();
+  const memo = new Map<number, PickleValue | PickleCallable>();
+  const accepts = options.accepts ?? PLAIN_DATA;
+  const refusal = (name: string): PickleError =>
+    new PickleError(
+      `refusing pickle opcode ${name} at byte ${opAt}: it imports or calls code, and only ${accepts} is read`,
+      opAt,
+    );
+  /** Runs a caller-supplied function; its errors come back as PickleErrors at this opcode. */
+  const guarded = <T>(what: string, fn: () => T): T => {
+    try {
+      return fn();
+    } catch (error) {
+      if (error instanceof PickleError) throw error;
+      throw new PickleError(`${what} at byte ${opAt}: ${(error as Error).message}`, opAt);
+    }
+  };
   let memoCount = 0;
   let top: PickleValue[] | null = null; // the outermost list, when streaming
   let topCount = 0;
@@ -96,24 +147,25 @@ function run(bytes: Uint8Array, options: ReadPickleOptions, used: Set<number>): 
     pos += n;
     return at;
   };
-  const popSlot = (): PickleValue | BytesConstructor => {
+  const popSlot = (): PickleValue | PickleCallable => {
     if (stack.length === 0 || (marks.length > 0 && stack.length <= marks[marks.length - 1])) {
       throw new PickleError(`stack underflow at ${opcodeName(bytes[opAt])}`, opAt);
     }
-    return stack.pop() as PickleValue | BytesConstructor;
+    return stack.pop() as PickleValue | PickleCallable;
   };
   const notCallee = <T>(v: T): T => {
-    if (v instanceof BytesConstructor) {
+    if (v instanceof PickleCallable) {
       throw new PickleError(`a global used as a value at ${opcodeName(bytes[opAt])}`, opAt);
     }
     return v;
   };
   const pop = (): PickleValue => notCallee(popSlot()) as PickleValue;
-  const peek = (): PickleValue => {
+  const peekSlot = (): PickleValue | PickleCallable => {
     const v = stack[stack.length - 1];
     if (stack.length === 0 || v === MARK) throw new PickleError(`stack underflow at ${opcodeName(bytes[opAt])}`, opAt);
-    return v as PickleValue;
+    return v as PickleValue | PickleCallable;
   };
+  const peek = (): PickleValue => notCallee(peekSlot()) as PickleValue;
   const popMark = (): PickleValue[] => {
     const at = marks.pop();
     if (at === undefined) throw new PickleError(`${opcodeName(bytes[opAt])} without MARK`, opAt);
@@ -129,10 +181,10 @@ function run(bytes: Uint8Array, options: ReadPickleOptions, used: Set<number>): 
       throw new PickleError("invalid UTF-8 in a str", opAt);
     }
   };
-  const memoize = (index: number, value: PickleValue): void => {
+  const memoize = (index: number, value: PickleValue | PickleCallable): void => {
     if (used.has(index)) memo.set(index, value);
   };
-  const recall = (index: number): PickleValue => {
+  const recall = (index: number): PickleValue | PickleCallable => {
     const v = memo.get(index);
     if (v === undefined) throw new PickleError(`memo slot ${index} was never stored`, opAt);
     return v;
@@ -151,6 +203,22 @@ function run(bytes: Uint8Array, options: ReadPickleOptions, used: Set<number>): 
     for (let k = n - 1; k >= 0; k--) v = (v << 8n) | BigInt(bytes[at + k]);
     if (bytes[at + n - 1] & 0x80) v -= 1n << BigInt(8 * n);
     return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+  };
+
+  const resolveGlobal = (module: string, name: string, opcode: string): PickleValue | PickleCallable => {
+    const key = `${module} ${name}`;
+    if (BYTES_CONSTRUCTORS.has(key)) {
+      return new PickleCallable(`${module}.${name}`, (args) => constructBytes(key, args, opAt));
+    }
+    const resolved = options.globals?.(module, name);
+    if (resolved === undefined) {
+      throw new PickleError(
+        `refusing pickle opcode ${opcode} at byte ${opAt} (${module}.${name}): it imports or calls code, and only ` +
+          `${accepts} is read`,
+        opAt,
+      );
+    }
+    return resolved;
   };
 
   for (;;) {
@@ -312,13 +380,13 @@ function run(bytes: Uint8Array, options: ReadPickleOptions, used: Set<number>): 
         break;
       }
       case 0x94: // MEMOIZE
-        memoize(memoCount++, peek());
+        memoize(memoCount++, peekSlot());
         break;
       case 0x71: // BINPUT
-        memoize(bytes[need(1)], peek());
+        memoize(bytes[need(1)], peekSlot());
         break;
       case 0x72: // LONG_BINPUT
-        memoize(view.getUint32(need(4), true), peek());
+        memoize(view.getUint32(need(4), true), peekSlot());
         break;
       case 0x68: // BINGET
         stack.push(recall(bytes[need(1)]));
@@ -339,25 +407,66 @@ function run(bytes: Uint8Array, options: ReadPickleOptions, used: Set<number>): 
       case 0x63: { // GLOBAL "module\nname\n"
         const end1 = bytes.indexOf(0x0a, pos), end2 = end1 < 0 ? -1 : bytes.indexOf(0x0a, end1 + 1);
         if (end2 < 0) throw new PickleError("truncated pickle: GLOBAL without its names", opAt);
-        const name = `${text(pos, end1 - pos)} ${text(end1 + 1, end2 - end1 - 1)}`;
+        const module = text(pos, end1 - pos), name = text(end1 + 1, end2 - end1 - 1);
         pos = end2 + 1;
-        stack.push(allowGlobal(name, "GLOBAL", opAt));
+        stack.push(resolveGlobal(module, name, "GLOBAL"));
         break;
       }
       case 0x93: { // STACK_GLOBAL
         const name = pop(), module = pop();
-        stack.push(allowGlobal(`${String(module)} ${String(name)}`, "STACK_GLOBAL", opAt));
+        stack.push(resolveGlobal(String(module), String(name), "STACK_GLOBAL"));
         break;
       }
-      case 0x52: { // REDUCE: only the bytes constructors
+      case 0x52: { // REDUCE: only the bytes constructors and the caller's allow-list
         const args = pop(), callee = popSlot();
-        if (!(callee instanceof BytesConstructor) || !(args instanceof PickleTuple)) {
+        if (!(callee instanceof PickleCallable) || !(args instanceof PickleTuple)) {
           throw new PickleError(
-            `refusing pickle opcode REDUCE at byte ${opAt}: only bytes constructors are read`,
+            `refusing pickle opcode REDUCE at byte ${opAt}: only bytes constructors${
+              options.globals ? " and allowed globals" : ""
+            } are called`,
             opAt,
           );
         }
-        stack.push(constructBytes(callee.name, args.items, opAt));
+        stack.push(guarded(callee.name, () => callee.call(args.items)));
+        break;
+      }
+      case 0x81: { // NEWOBJ: cls.__new__(cls, *args), for allowed classes only
+        if (!options.globals) throw refusal("NEWOBJ");
+        const args = pop(), callee = popSlot();
+        if (!(callee instanceof PickleCallable) || !(args instanceof PickleTuple)) {
+          throw new PickleError(`refusing pickle opcode NEWOBJ at byte ${opAt}: not an allowed class`, opAt);
+        }
+        stack.push(guarded(callee.name, () => callee.call(args.items)));
+        break;
+      }
+      case 0x62: { // BUILD: obj.__setstate__(state), for objects the allow-list built
+        if (!options.globals) throw refusal("BUILD");
+        const state = pop();
+        const target = peek();
+        const build = options.build;
+        const accepted = target instanceof PickleObject
+          ? guarded("BUILD", () => target.setState(state))
+          : build !== undefined && guarded("BUILD", () => build(target, state));
+        if (!accepted) {
+          throw new PickleError(`refusing pickle opcode BUILD at byte ${opAt}: the object takes no such state`, opAt);
+        }
+        break;
+      }
+      case 0x51: { // BINPERSID
+        const load = options.persistentLoad;
+        if (load === undefined) throw refusal("BINPERSID");
+        const pid = pop();
+        stack.push(guarded("persistent id", () => load(pid)));
+        break;
+      }
+      case 0x50: { // PERSID "id\n"
+        const load = options.persistentLoad;
+        if (load === undefined) throw refusal("PERSID");
+        const end = bytes.indexOf(0x0a, pos);
+        if (end < 0) throw new PickleError("truncated pickle: PERSID without its id", opAt);
+        const pid = text(pos, end - pos);
+        pos = end + 1;
+        stack.push(guarded("persistent id", () => load(pid)));
         break;
       }
       default:
@@ -371,19 +480,6 @@ function run(bytes: Uint8Array, options: ReadPickleOptions, used: Set<number>): 
         throw new PickleError(`unsupported pickle opcode ${opcodeName(op)} at byte ${opAt}`, opAt);
     }
   }
-}
-
-function allowGlobal(name: string, opcode: string, at: number): BytesConstructor {
-  if (!BYTES_CONSTRUCTORS.has(name)) {
-    throw new PickleError(
-      `refusing pickle opcode ${opcode} at byte ${at} (${
-        name.replace(" ", ".")
-      }): it imports or calls code, and only ` +
-        "plain data (lists, tuples, dicts, numbers, str, bytes) is read",
-      at,
-    );
-  }
-  return new BytesConstructor(name);
 }
 
 function constructBytes(name: string, args: readonly PickleValue[], at: number): Uint8Array {
@@ -440,6 +536,9 @@ const FIXED: Record<number, number> = {
   0x30: 0,
   0x31: 0,
   0x32: 0,
+  0x81: 0, // NEWOBJ, BUILD and BINPERSID take their arguments from the stack
+  0x62: 0,
+  0x51: 0,
 };
 const COUNTED: Record<number, 1 | 4 | 8> = {
   0x8a: 1,
@@ -477,6 +576,12 @@ function memoReads(bytes: Uint8Array): Set<number> {
         if (end2 < 0) break;
         pos = end2 + 1;
       }
+      continue;
+    }
+    if (op === 0x50) { // PERSID: one line
+      const end = bytes.indexOf(0x0a, pos);
+      if (end < 0) break;
+      pos = end + 1;
       continue;
     }
     const width = COUNTED[op];

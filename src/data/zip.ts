@@ -126,6 +126,9 @@ export class ZipArchive {
       const extraLength = dv.getUint16(at + 30, true);
       const commentLength = dv.getUint16(at + 32, true);
       let localHeaderOffset = dv.getUint32(at + 42, true);
+      if (at + 46 + nameLength + extraLength + commentLength > dirSize) {
+        throw new ZipError(path, `central directory entry ${n} of ${count} runs past the directory`);
+      }
       const nameBytes = dir.subarray(at + 46, at + 46 + nameLength);
       // Bit 11: the name is UTF-8; otherwise CP437, of which ASCII (all real names here) is a subset.
       const name = (flags & 0x800 ? utf8 : latin1).decode(nameBytes);
@@ -135,8 +138,11 @@ export class ZipArchive {
       while (extra + 4 <= extraEnd) {
         const id = dv.getUint16(extra, true);
         const length = dv.getUint16(extra + 2, true);
+        if (extra + 4 + length > extraEnd) throw new ZipError(path, `member '${name}' has a malformed extra field`);
         if (id === 1) {
           let field = extra + 4;
+          const saturated = [size, compressedSize, localHeaderOffset].filter((v) => v === 0xffffffff).length;
+          if (8 * saturated > length) throw new ZipError(path, `member '${name}' has a short zip64 extra field`);
           if (size === 0xffffffff) size = Number(dv.getBigUint64((field += 8) - 8, true));
           if (compressedSize === 0xffffffff) compressedSize = Number(dv.getBigUint64((field += 8) - 8, true));
           if (localHeaderOffset === 0xffffffff) localHeaderOffset = Number(dv.getBigUint64(field, true));

@@ -8,4 +8,14 @@ export * as F from "./functional.ts";
 export * from "./optim.ts";
 export * from "./runtime.ts";
 export * from "./io.ts";
+export {
+  asStrided,
+  isZipFile,
+  PickledNamespace,
+  PtFile,
+  PtFileError,
+  PtStorage,
+  PtTensorRef,
+  savePt,
+} from "./pt_file.ts";
 export * from "./dist.ts";

@@ -1349,6 +1349,26 @@ export const symbols = {
     ],
     result: "i32", /* int32_t */
   },
+  dc_save_pt: {
+    parameters: [
+      "buffer", /* const char* path */
+      "buffer", /* const char* names */
+      "i64", /* int64_t names_nbytes */
+      "buffer", /* const dc_tensor* tensors */
+      "i64", /* int64_t n */
+    ],
+    result: "i32", /* int32_t */
+  },
+  dc_as_strided: {
+    parameters: [
+      "pointer", /* dc_tensor t */
+      "buffer", /* const int64_t* size */
+      "i64", /* int64_t ndim */
+      "buffer", /* const int64_t* stride */
+      "i64", /* int64_t storage_offset */
+    ],
+    result: "pointer", /* dc_tensor */
+  },
   dc_bench_add_loop: {
     parameters: [
       "pointer", /* dc_tensor a */
@@ -1361,7 +1381,7 @@ export const symbols = {
 
 /** The integer codes of detailclip.h (op codes and the ABI version), without the DC_ prefix. */
 export const codes = {
-  ABI_VERSION: 5,
+  ABI_VERSION: 6,
   NEG: 0,
   EXP: 1,
   LOG: 2,
@@ -1415,6 +1435,7 @@ export const codes = {
   IMG_CORRUPT: 6,
   IMG_TRUNCATED: 7,
   IMG_FAILED: 8,
+  IMG_MEMBER_CORRUPT: 9,
   CFG_THREADS: 0,
   CFG_IMAGE_SIZE: 1,
   CFG_MODE: 2,
@@ -1446,7 +1467,17 @@ export const codes = {
   CFG_MEAN_R: 28,
   CFG_STD_R: 31,
   CFG_COUNT: 34,
-  CAND_STRIDE: 3,
+  CAND_OFFSET: 0,
+  CAND_LENGTH: 1,
+  CAND_INDEX: 2,
+  CAND_METHOD: 3,
+  CAND_FLAGS: 4,
+  CAND_SIZE: 5,
+  CAND_CRC32: 6,
+  CAND_STRIDE: 7,
+  CAND_RAW: 0,
+  CAND_DEFLATE: 8,
+  CAND_ZIP_LOCAL: 1,
   INFO_CANDIDATE: 0,
   INFO_WIDTH: 1,
   INFO_HEIGHT: 2,

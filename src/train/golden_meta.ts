@@ -5,6 +5,7 @@ import { z } from "zod";
 import { configFromGoldenHyper } from "../models/configs.ts";
 import { DetailCLIP } from "../models/detailclip.ts";
 import { loadSafeTensors, manualSeed } from "../torch/mod.ts";
+import { isTorchCheckpoint, loadOfficialWeights, openOfficialCheckpoint } from "./official_checkpoint.ts";
 
 export const GoldenMetaSchema = z.object({
   hyper: z.record(z.number()),
@@ -40,11 +41,28 @@ export function readGoldenMeta(dir: string): GoldenMeta {
   return parsed.data;
 }
 
-/** The DetailCLIP of DIR/meta.json's dims with DIR/weights.safetensors loaded (strict), in training mode. */
-export function buildGoldenModel(dir: string, meta: GoldenMeta): DetailCLIP {
+/**
+ * The DetailCLIP of DIR/meta.json's dims with DIR/weights.safetensors loaded (strict), in training mode. `weights`
+ * names another file with the same parameters instead: safetensors, or an official-format `.pt` checkpoint.
+ */
+export function buildGoldenModel(dir: string, meta: GoldenMeta, weights?: string): DetailCLIP {
   manualSeed(meta.hyper.seed ?? 0);
   const model = new DetailCLIP(configFromGoldenHyper(meta.hyper, meta.mask_ratio));
-  const path = `${dir.replace(/\/$/, "")}/weights.safetensors`;
+  const path = weights ?? `${dir.replace(/\/$/, "")}/weights.safetensors`;
+  if (isTorchCheckpoint(path)) {
+    try {
+      using checkpoint = openOfficialCheckpoint(path);
+      loadOfficialWeights(model, checkpoint, { modelName: "golden (meta.json hyper)" });
+    } catch (error) {
+      model.dispose();
+      throw error;
+    }
+    return model.train();
+  }
+  return loadSafeTensorWeights(model, path);
+}
+
+function loadSafeTensorWeights(model: DetailCLIP, path: string): DetailCLIP {
   const weights = loadSafeTensors(path);
   try {
     model.loadStateDict(weights, { strict: true, where: path });

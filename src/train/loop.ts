@@ -13,6 +13,8 @@ import { syntheticTrainSource, type TrainSource } from "../data/sources.ts";
 import { cocoTrainSource } from "../data/coco.ts";
 import { csvTrainSource } from "../data/csv.ts";
 import { webDatasetTrainSource } from "../data/webdataset.ts";
+import { yfccTrainSource } from "../data/yfcc.ts";
+import { redcapsTrainSource } from "../data/redcaps.ts";
 import { ClipTokenizer } from "../data/tokenizer.ts";
 import {
   autocast,
@@ -30,6 +32,15 @@ import {
 import { ProcessGroup } from "../torch/dist.ts";
 import { GradScaler, type Precision } from "./amp.ts";
 import { findResumeCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import {
+  describeOfficialResume,
+  isTorchCheckpoint,
+  OfficialCheckpointError,
+  type OfficialResume,
+  openOfficialCheckpoint,
+  restoreOfficialTraining,
+} from "./official_checkpoint.ts";
+import { PtFileError } from "../torch/pt_file.ts";
 import { evaluateSynthetic, type SyntheticEval } from "./evaluate.ts";
 import { JsonlWriter, ProgressBar } from "./logging.ts";
 import { MetricMeter } from "./metrics.ts";
@@ -164,6 +175,11 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
     const path = JSON.parse(pg.broadcastText(JSON.stringify(chosen))) as string | null; // rank 0's choice
     if (path === null) {
       log(`resume: no checkpoint in ${options.outputDir}; starting from scratch`);
+    } else if (isTorchCheckpoint(path)) {
+      // An official DetailCLIP checkpoint: weights, AdamW moments when they map, the epoch; no centers, no RNG.
+      const resumed = resumeOfficial(path, { model, modelName: config.name, optimizer, scaler, device }, stepsPerEpoch);
+      step = resumed.step;
+      log(describeOfficialResume(path, resumed));
     } else {
       const restored = restore(path, { model, optimizer, ibot, scaler, device });
       step = restored.step;
@@ -436,6 +452,13 @@ function trainSourceFor(options: TrainOptions, preset: ModelConfig, views: 1 | 2
       });
     }
     if (options.dataset === "webdataset") return webDatasetTrainSource({ ...common, shards: options.metadata, root });
+    if (options.dataset === "yfcc15m" || options.dataset === "redcaps") {
+      if (root === undefined) {
+        throw new OptionError(`--dataset ${options.dataset} needs --root (${ROOT_HELP[options.dataset]})`);
+      }
+      if (options.dataset === "yfcc15m") return yfccTrainSource({ ...common, metadata: options.metadata, root });
+      return redcapsTrainSource({ ...common, annotations: options.metadata, root });
+    }
     return cocoTrainSource({ ...common, annotations: options.metadata, root: options.root });
   } catch (error) {
     if (error instanceof OptionError) throw error;
@@ -443,7 +466,12 @@ function trainSourceFor(options: TrainOptions, preset: ModelConfig, views: 1 | 2
   }
 }
 
-const METADATA_HELP = "csv: the manifest; webdataset: shard paths or a brace pattern; coco: the captions JSON";
+const METADATA_HELP = "csv: the manifest; webdataset: shard paths or a brace pattern; coco: the captions JSON; " +
+  "yfcc15m: the (index, hash, title, desc) pickle; redcaps: annotation JSON files, a comma list or a brace pattern";
+const ROOT_HELP = {
+  yfcc15m: "the folder holding test_zip_3/<hash[:3]>.zip",
+  redcaps: "the folder holding <subreddit>/<image_id>.jpg",
+};
 
 /** The preset with the options' overrides; the text vocabulary is the tokenizer's. */
 function modelConfigFor(preset: ModelConfig, options: TrainOptions, source: TrainSource): ModelConfig {
@@ -511,6 +539,23 @@ function restore(
     };
   } finally {
     for (const t of tensors.values()) t.dispose();
+  }
+}
+
+/** restoreOfficialTraining, with an unreadable or mismatched file reported as a --resume option error. */
+function resumeOfficial(
+  path: string,
+  parts: Parameters<typeof restoreOfficialTraining>[1],
+  stepsPerEpoch: number,
+): OfficialResume {
+  try {
+    using official = openOfficialCheckpoint(path);
+    return restoreOfficialTraining(official, parts, stepsPerEpoch);
+  } catch (error) {
+    if (error instanceof PtFileError || error instanceof OfficialCheckpointError) {
+      throw new OptionError(`--resume ${error.message}`);
+    }
+    throw error;
   }
 }
 

@@ -4,7 +4,7 @@
 import { parseArgs } from "node:util";
 import { z } from "zod";
 
-export const DATASETS = ["synthetic", "csv", "webdataset", "coco"] as const;
+export const DATASETS = ["synthetic", "csv", "webdataset", "coco", "yfcc15m", "redcaps"] as const;
 export const PRECISIONS = ["fp32", "bf16", "fp16"] as const;
 
 export const TrainOptionsSchema = z.object({
@@ -68,8 +68,16 @@ interface FlagSpec {
 const FLAGS: Record<string, FlagSpec> = {
   "model": { key: "model", kind: "string", help: "model preset (tiny_synthetic, DetailCLIP_VITB16, CLIP_VITB16, ...)" },
   "dataset": { key: "dataset", kind: "string", help: `training data: ${DATASETS.join(", ")}` },
-  "metadata": { key: "metadata", kind: "string", help: "dataset metadata file" },
-  "root": { key: "root", kind: "string", help: "root folder of the dataset's images" },
+  "metadata": {
+    key: "metadata",
+    kind: "string",
+    help: "dataset metadata (csv manifest, shards, coco JSON, yfcc15m pickle, redcaps JSON files: a,b or {a,b})",
+  },
+  "root": {
+    key: "root",
+    kind: "string",
+    help: "root folder of the dataset's images (yfcc15m: holds test_zip_3/; redcaps: holds <subreddit>/)",
+  },
   "bpe": {
     key: "bpe",
     kind: "string",
@@ -95,7 +103,11 @@ const FLAGS: Record<string, FlagSpec> = {
   "precision": { key: "precision", kind: "string", help: "fp32 | bf16 | fp16 (default: bf16 on CUDA, fp32 on CPU)" },
   "device": { key: "device", kind: "string", help: "cpu | cuda | cuda:N (cpu)" },
   "seed": { key: "seed", kind: "number", help: "seed (0); rank r uses seed + r" },
-  "resume": { key: "resume", kind: "string", help: "auto (latest good checkpoint in --output-dir) or a path" },
+  "resume": {
+    key: "resume",
+    kind: "string",
+    help: "auto (latest good checkpoint in --output-dir), a path, or an official DetailCLIP .pt",
+  },
   "print-freq": { key: "printFreq", kind: "number", help: "optimizer steps between log lines (10)" },
   "eval-freq": { key: "evalFreq", kind: "number", help: "epochs between evaluations and epoch checkpoints (1)" },
   "save-freq": { key: "saveFreq", kind: "number", help: "also checkpoint every N optimizer steps" },
