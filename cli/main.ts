@@ -15,7 +15,7 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
     load: async () => (await import("./eval.ts")).main,
   },
   export: {
-    summary: "export weights: backbone (timm ViT keys, safetensors)",
+    summary: "export weights: backbone (timm ViT keys, safetensors or .pt)",
     load: async () => (await import("./export.ts")).main,
   },
   tokenize: { summary: "CLIP BPE token ids of captions", load: async () => (await import("./tokenize.ts")).main },

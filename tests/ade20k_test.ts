@@ -5,6 +5,7 @@
 // Resize(NEAREST) + CenterCrop on PIL, that bad samples are counted and dropped (never fatal), that non-label PNGs are
 // refused with a clear error, and an end-to-end segmentation probe with 150 classes on a small checkpoint's features.
 import { deflateSync } from "node:zlib";
+import { runEval } from "../cli/eval.ts";
 import { NativeLoader } from "../src/data/loader.ts";
 import { crc32, encodePng } from "../src/data/png.ts";
 import { IMAGENET_MEAN, IMAGENET_STD } from "../src/data/synthetic.ts";
@@ -570,6 +571,39 @@ test("segmentation probe on a small checkpoint's patch tokens over an ADE20K-lay
       const scored = r.iou.filter((v) => !Number.isNaN(v));
       assert(Math.abs(r.mIoU - scored.reduce((a, b) => a + b, 0) / scored.length) < 1e-9, `mIoU ${r.mIoU}`);
       assert(r.pixelAccuracy >= 0 && r.pixelAccuracy <= 100, `pixel accuracy ${r.pixelAccuracy}`);
+      // The command: `eval segprobe --dataset ade20k:ROOT` fits on "training" (--train-size) and scores "validation"
+      // with the probe settings it documents (10 epochs, batches of 16), so the same call here gives its numbers.
+      const expected = segmentationProbe(trainFeatures, valFeatures, { classes: 150, imageSize: side, batchSize: 16 });
+      const out = `${l.root}/segprobe.json`;
+      const { log } = console;
+      console.log = () => {};
+      let code;
+      try {
+        code = runEval([
+          "segprobe",
+          "--checkpoint",
+          path,
+          "--dataset",
+          `ade20k:${l.root}`,
+          "--train-size",
+          "5",
+          "--batch-size",
+          "4",
+          "--out",
+          out,
+        ]);
+      } finally {
+        console.log = log;
+      }
+      assertEquals(code, 0);
+      const got = JSON.parse(Deno.readTextFileSync(out)).results;
+      assertEquals([got.mIoU, got.pixelAccuracy, got.trainSize, got.testSize], [
+        expected.mIoU,
+        expected.pixelAccuracy,
+        5,
+        3,
+      ]);
+      assertEquals(got.classNames.length, 150);
     } finally {
       trainFeatures.dispose();
       valFeatures.dispose();

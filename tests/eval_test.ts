@@ -1,18 +1,17 @@
 // eval_test.ts: the evaluation metrics (src/eval/) against cases small enough to compute by hand: zero-shot top-1,
 // top-5 and mean per-class accuracy with ties, retrieval recall with several captions per image and several images
-// per caption (ties favour the query), the zero-shot classifier's normalise-mean-normalise recipe with synonyms,
+// per caption (ties settled by index order), the zero-shot classifier's normalise-mean-normalise recipe with synonyms,
 // the segmentation probe's mIoU and the linear probe on separable features. Every test checks that it left no
 // native handle behind.
 import { runEval as runEvalSync } from "../cli/eval.ts";
 import { runExport } from "../cli/export.ts";
-import { trainBpe } from "../src/data/bpe_trainer.ts";
-import { syntheticSample } from "../src/data/synthetic.ts";
 import { fitLogistic, linearProbe, meanIoU } from "../src/eval/probe.ts";
 import { buildPreset } from "../src/models/build.ts";
 import { saveCheckpoint } from "../src/train/checkpoint.ts";
 import { retrievalRecall } from "../src/eval/retrieval.ts";
 import { topKCorrect, zeroShotClassifier, zeroShotMetrics } from "../src/eval/zeroshot.ts";
 import { liveTensors, Tensor, tidy } from "../src/torch/mod.ts";
+import { saveUntrainedCheckpoint } from "./eval_checkpoint.ts";
 import { assert, assertClose, assertEquals } from "./helpers.ts";
 
 function test(name: string, fn: () => void): void {
@@ -116,14 +115,15 @@ function retrievalEmbeddings(): { images: Tensor; texts: Tensor } {
 test("retrieval: recall@K by hand with several captions per image and several images per caption", () => {
   const { images, texts } = retrievalEmbeddings();
   const r = retrievalRecall(images, texts, TEXT_TO_IMAGES, [1, 2, 3, 4, 5, 10]);
-  // I2T (images 0–2 are queries; image 3 has no caption). Rank = negatives scoring strictly above the best positive.
-  //   image 0: best positive 2 (caption 1); captions 2 and 3 tie at 2 → rank 0 (ties favour the query)
+  // I2T (images 0–2 are queries; image 3 has no caption). Rank = candidates ahead of the first positive in a stable
+  // descending sort: higher scores, and equal scores at a lower index.
+  //   image 0: best positive 2 (caption 1); captions 2 and 3 tie at 2 but have higher indices → rank 0
   //   image 1: positive 1 (caption 2); captions 0, 1 score 2 → rank 2
   //   image 2: best positive 1 (caption 3); caption 0 scores 2 → rank 1
   assertClose([1, 2, 3, 5, 10].map((k) => r.imageToText[k]), [100 / 3, 200 / 3, 100, 100, 100], { rtol: 1e-12 });
   // T2I over all four images:
   //   caption 0 (image 0, score 0): images 1, 2, 3 score 2, 2, 3 → rank 3
-  //   caption 1 (image 0, score 2): image 1 ties at 2 → rank 0
+  //   caption 1 (image 0, score 2): image 1 ties at 2 but has the higher index → rank 0
   //   caption 2 (images 1, 2; best 1): image 0 scores 2 → rank 1
   //   caption 3 (image 2, score 1): image 0 scores 2 → rank 1
   assertClose([1, 2, 3, 4, 10].map((k) => r.textToImage[k]), [25, 75, 75, 100, 100], { rtol: 1e-12 });
@@ -245,18 +245,10 @@ test("linear probe: separable classes are learnt exactly, and the L2 grid is sea
 // ---- the command ------------------------------------------------------------------------------------------------
 
 test("deno task eval: zeroshot and retrieval on a checkpoint rebuilt from its meta, results as JSON", () => {
-  // An untrained CLIP_tiny_synthetic saved the way the training loop saves it: `model.<key>` tensors plus
-  // meta.model_config and meta.tokenizer_merges.
+  // An untrained CLIP_tiny_synthetic saved the way the training loop saves it (tests/eval_checkpoint.ts).
   const dir = Deno.makeTempDirSync({ prefix: "dc_eval_test_" });
-  const model = buildPreset("CLIP_tiny_synthetic");
   try {
-    const captions = Array.from({ length: 64 }, (_, i) => syntheticSample("train", i, { size: 16 }).caption);
-    const tensors = new Map<string, Tensor>();
-    for (const [key, value] of model.stateDict()) tensors.set(`model.${key}`, value);
-    const path = saveCheckpoint(dir, {
-      tensors,
-      meta: { step: 0, model_config: model.config, tokenizer_merges: trainBpe(captions, 600) },
-    });
+    const path = saveUntrainedCheckpoint(dir);
     for (const command of ["zeroshot", "retrieval"]) {
       const out = `${dir}/${command}.json`;
       const code = withQuietConsole(() =>
@@ -277,7 +269,6 @@ test("deno task eval: zeroshot and retrieval on a checkpoint rebuilt from its me
     const code = withQuietConsole(() => runEvalSync(["zeroshot", "--checkpoint", path, "--ema", "--size", "4"]));
     assertEquals(code, 1, "--ema on a CLIP checkpoint");
   } finally {
-    model.dispose();
     Deno.removeSync(dir, { recursive: true });
   }
 });

@@ -1,7 +1,9 @@
 // datasets.ts: what the evaluation commands read. An evaluation dataset is a finite, ordered list of images with
 // whatever ground truth it has (class labels, captions, per-pixel masks), handed out in batches of (B, 3, H, W)
-// tensors. The synthetic shapes implement it here; image-file datasets (ImageFolder, CSV, COCO) implement the same
-// interface once a decoder exists, so zero-shot, retrieval and the probes never know where the pixels came from.
+// tensors. The synthetic shapes implement it here; the image-file datasets (ImageFolder, CSV/TSV, webdataset, npy
+// file lists, torchvision's CIFAR/STL10/MNIST files, Karpathy retrieval JSON: file_datasets.ts and its neighbours)
+// implement the same interface, so zero-shot, retrieval and the probes never know where the pixels came from. A file
+// dataset may leave images out (missing, corrupt): they are absent from the batches and counted in skipped().
 import {
   SHAPES,
   SYNTHETIC_EVAL_SIZE,
@@ -17,8 +19,10 @@ export interface EvalBatch {
   images: Tensor;
   /** (B) class indices, when the dataset has classes. */
   labels?: Int32Array;
-  /** One caption per image, when the dataset has captions. */
+  /** One caption per image, when the dataset has captions (the first one when an image has several). */
   captions?: string[];
+  /** Every caption of each image (COCO/Flickr30K: about 5), when the dataset groups captions per image. */
+  captionLists?: string[][];
   /** (B, H, W) per-pixel class indices (ignoreIndex where unlabelled), when the dataset has masks. */
   masks?: Uint8Array;
 }
@@ -33,13 +37,19 @@ export interface EvalDataset {
   readonly classNames?: readonly (string | readonly string[])[];
   /** Default zero-shot templates ("{}" is the class name). */
   readonly templates?: readonly string[];
+  /** Number of classes, when the dataset has labels but may not name its classes (labels lie in 0..classes-1). */
+  readonly classes?: number;
   /** Number of mask classes (background included), when masks are present. */
   readonly maskClasses?: number;
-  /** Batches in order; each image appears exactly once. */
+  /** Batches in order; each usable image appears exactly once. */
   batches(batchSize: number, device: Device): Iterable<EvalBatch>;
+  /** Images left out so far (while indexing and in the last pass of batches()), by reason; absent = never any. */
+  skipped?(): Record<string, number>;
+  /** Releases files and worker threads (file datasets). */
+  close?(): void;
 }
 
-/** An unknown dataset name or an unusable dataset option. */
+/** An unknown dataset name, an unusable dataset option or a malformed dataset file; the message names the file. */
 export class DatasetError extends Error {
   constructor(message: string) {
     super(message);
@@ -86,6 +96,6 @@ export function syntheticSplitOf(name: string): SyntheticSplit {
   if (name === "synthetic") return "val";
   if (name === "synthetic-heldout") return "heldout";
   throw new DatasetError(
-    `unknown dataset '${name}' (known: synthetic, synthetic-heldout; image-file datasets need the image decoder)`,
+    `unknown synthetic dataset '${name}' (known: synthetic, synthetic-heldout)`,
   );
 }

@@ -1,5 +1,7 @@
 // run.ts: zero-shot classification and retrieval over an EvalDataset with an EvalModel: embed every image batch by
 // batch (eval mode, no grad, fp32), then hand the embeddings to the metric functions of zeroshot.ts and retrieval.ts.
+// Images a file dataset could not decode never reach the model: metrics are over the images seen, and the results
+// carry the skipped count by reason so a table can say how many were left out.
 import { cat, type Device, F, noGrad, Tensor, tidy } from "../torch/mod.ts";
 import { DatasetError, type EvalDataset } from "./datasets.ts";
 import type { EvalModel } from "./model.ts";
@@ -39,23 +41,43 @@ export function readZeroShotPrompts(labelsPath: string, templatesPath: string, k
   return { classNames: labels as (string | string[])[], templates: templates as string[] };
 }
 
-/** (N, E) L2-normalised image embeddings of the whole dataset, plus its labels and captions in order. */
+/** Images a dataset left out, by reason, and their total. */
+export interface SkipReport {
+  skipped: Record<string, number>;
+  skippedTotal: number;
+}
+
+function skipReport(dataset: EvalDataset): SkipReport {
+  const skipped = dataset.skipped?.() ?? {};
+  return { skipped, skippedTotal: Object.values(skipped).reduce((a, b) => a + b, 0) };
+}
+
+/** (N, E) L2-normalised image embeddings of the usable images, plus their labels and captions in order. */
 export function embedDataset(
   model: EvalModel,
   dataset: EvalDataset,
   options: RunOptions,
-): { images: Tensor; labels: number[]; captions: string[] } {
+): { images: Tensor; labels: number[]; captions: string[]; captionLists: string[][] } {
   const embeds: Tensor[] = [];
   const labels: number[] = [];
   const captions: string[] = [];
+  const captionLists: string[][] = [];
   try {
     for (const batch of dataset.batches(options.batchSize, options.device)) {
-      embeds.push(noGrad(() => tidy(() => F.normalize(model.encodeImage(batch.images), { dim: -1 })).keep()));
-      batch.images.dispose();
+      try {
+        embeds.push(noGrad(() => tidy(() => F.normalize(model.encodeImage(batch.images), { dim: -1 })).keep()));
+      } finally {
+        batch.images.dispose();
+      }
       if (batch.labels) labels.push(...batch.labels);
       if (batch.captions) captions.push(...batch.captions);
+      if (batch.captionLists) captionLists.push(...batch.captionLists);
     }
-    return { images: tidy(() => cat(embeds, 0)).keep(), labels, captions }; // images: (N, E)
+    if (embeds.length === 0) {
+      const { skipped } = skipReport(dataset);
+      throw new DatasetError(`${dataset.name}: no usable image (left out: ${JSON.stringify(skipped)})`);
+    }
+    return { images: tidy(() => cat(embeds, 0)).keep(), labels, captions, captionLists }; // images: (N, E)
   } finally {
     for (const e of embeds) e.dispose();
   }
@@ -66,15 +88,26 @@ export function runZeroShot(
   model: EvalModel,
   dataset: EvalDataset,
   options: RunOptions & { prompts?: ZeroShotPrompts },
-): ZeroShotResult & { classes: number; templates: number } {
+): ZeroShotResult & SkipReport & { classes: number; templates: number } {
   const classNames = options.prompts?.classNames ?? dataset.classNames;
   const templates = options.prompts?.templates ?? dataset.templates;
   if (classNames === undefined || templates === undefined) {
     throw new DatasetError(`${dataset.name} has no class names or templates; pass --labels and --templates`);
   }
+  if (dataset.classes !== undefined && dataset.classes !== classNames.length) {
+    throw new DatasetError(
+      `${dataset.name} has ${dataset.classes} classes but the labels list names ${classNames.length}`,
+    );
+  }
   const { images, labels } = embedDataset(model, dataset, options);
   try {
     if (labels.length !== images.size(0)) throw new DatasetError(`${dataset.name} has no labels for every image`);
+    const outside = labels.findIndex((l) => !(l >= 0 && l < classNames.length));
+    if (outside >= 0) {
+      throw new DatasetError(
+        `${dataset.name}: label ${labels[outside]} has no class name (the labels list names ${classNames.length})`,
+      );
+    }
     const result = noGrad(() =>
       tidy(() => {
         const classifier = zeroShotClassifier(model, model.tokenize, classNames, templates); // (C, E)
@@ -83,34 +116,62 @@ export function runZeroShot(
         return zeroShotMetrics(logits, target);
       })
     );
-    return { ...result, classes: classNames.length, templates: templates.length };
+    return { ...result, ...skipReport(dataset), classes: classNames.length, templates: templates.length };
   } finally {
     images.dispose();
   }
 }
 
-/** I2T and T2I recall@K with the captions deduplicated (a text's positives are all images carrying it). */
+/** The texts of a retrieval run and the images each describes. */
+function retrievalTexts(
+  name: string,
+  imageCount: number,
+  captions: string[],
+  captionLists: string[][],
+): { texts: string[]; textToImages: number[][] } {
+  if (captionLists.length === imageCount) {
+    // Several captions per image (COCO, Flickr30K, grouped CSV rows): every caption is its own text query whose
+    // only positive is its image, even when two images share a caption string.
+    const texts: string[] = [];
+    const textToImages: number[][] = [];
+    captionLists.forEach((list, i) => {
+      for (const caption of list) {
+        texts.push(caption);
+        textToImages.push([i]);
+      }
+    });
+    return { texts, textToImages };
+  }
+  if (captions.length !== imageCount) throw new DatasetError(`${name} has no caption for every image`);
+  // One caption per image (the synthetic set): equal captions are one text whose positives are all its images.
+  const ids = new Map<string, number>();
+  const texts: string[] = [];
+  const textToImages: number[][] = [];
+  captions.forEach((caption, i) => {
+    let id = ids.get(caption);
+    if (id === undefined) {
+      id = texts.length;
+      ids.set(caption, id);
+      texts.push(caption);
+      textToImages.push([]);
+    }
+    textToImages[id].push(i);
+  });
+  return { texts, textToImages };
+}
+
+/**
+ * I2T and T2I recall@K (and the R@1..R@curveK curves). With one caption per image (synthetic) captions are
+ * deduplicated, a text's positives being every image carrying it; with caption lists every caption is a query.
+ */
 export function runRetrieval(
   model: EvalModel,
   dataset: EvalDataset,
-  options: RunOptions & { ks?: number[] },
-): RetrievalResult & { images: number; texts: number } {
-  const { images, captions } = embedDataset(model, dataset, options);
+  options: RunOptions & { ks?: number[]; curveK?: number },
+): RetrievalResult & SkipReport & { images: number; texts: number } {
+  const { images, captions, captionLists } = embedDataset(model, dataset, options);
   try {
-    if (captions.length !== images.size(0)) throw new DatasetError(`${dataset.name} has no caption for every image`);
-    const ids = new Map<string, number>();
-    const texts: string[] = [];
-    const textToImages: number[][] = [];
-    captions.forEach((caption, i) => {
-      let id = ids.get(caption);
-      if (id === undefined) {
-        id = texts.length;
-        ids.set(caption, id);
-        texts.push(caption);
-        textToImages.push([]);
-      }
-      textToImages[id].push(i);
-    });
+    const { texts, textToImages } = retrievalTexts(dataset.name, images.size(0), captions, captionLists);
     const textEmbeds: Tensor[] = [];
     try {
       for (let start = 0; start < texts.length; start += options.batchSize) {
@@ -119,8 +180,8 @@ export function runRetrieval(
       }
       const all = tidy(() => cat(textEmbeds, 0)).keep(); // (T, E)
       try {
-        const recall = retrievalRecall(images, all, textToImages, options.ks ?? [1, 5, 10]);
-        return { ...recall, images: images.size(0), texts: texts.length };
+        const recall = retrievalRecall(images, all, textToImages, options.ks ?? [1, 5, 10], options.curveK ?? 50);
+        return { ...recall, ...skipReport(dataset), images: images.size(0), texts: texts.length };
       } finally {
         all.dispose();
       }

@@ -1,6 +1,8 @@
 // zeroshot.ts: zero-shot classification as the official code does it (SPEC §7.1–§7.2): each class embedding is
 // the normalised mean of the normalised embeddings of its prompts (every template × every synonym), images are
-// normalised CLS embeddings, and the logits are plain cosine similarities.
+// normalised CLS embeddings, and the logits are plain cosine similarities. The metrics: top-1, top-5, mean per-class
+// accuracy, the confusion matrix behind it, and for two-class sets the ROC-AUC of logit[1] − logit[0] (the official
+// hateful_memes metric).
 import { F, noGrad, stack, Tensor, tidy } from "../torch/mod.ts";
 
 export interface TextEncoder {
@@ -55,9 +57,50 @@ export interface ZeroShotResult {
   /** Mean over classes of the per-class recall (the official metric for aircraft, pets, caltech101, flowers). */
   meanPerClass: number;
   count: number;
+  /** Two-class sets: ROC-AUC ×100 of the score logit[1] − logit[0], class 1 positive (NaN if a class is absent). */
+  rocAuc?: number;
+  /** (C, C) counts, rows = true class, columns = predicted class (argmax, ties to the lowest index). */
+  confusion: number[][];
 }
 
-/** Accuracies in percent from (N, C) logits and (N) labels. */
+/**
+ * ROC-AUC in [0, 1] of `scores` for binary `positive` flags: the probability that a random positive scores above a
+ * random negative, a tie counting one half (the Mann–Whitney statistic with mid-ranks, which equals sklearn's
+ * trapezoidal roc_auc_score). NaN when either class is absent or a score is not finite.
+ */
+export function rocAuc(scores: ArrayLike<number>, positive: ArrayLike<boolean | number>): number {
+  const n = scores.length;
+  if (positive.length !== n) throw new Error(`rocAuc: ${n} scores but ${positive.length} labels`);
+  const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => scores[a] - scores[b]);
+  let positives = 0, rankSum = 0;
+  for (let i = 0; i < n;) {
+    if (!Number.isFinite(scores[order[i]])) return NaN;
+    let j = i;
+    while (j + 1 < n && scores[order[j + 1]] === scores[order[i]]) j++;
+    const midRank = (i + j) / 2 + 1; // ranks are 1-based; tied scores share the mean of their ranks
+    for (let k = i; k <= j; k++) {
+      if (positive[order[k]]) {
+        positives += 1;
+        rankSum += midRank;
+      }
+    }
+    i = j + 1;
+  }
+  const negatives = n - positives;
+  if (positives === 0 || negatives === 0) return NaN;
+  return (rankSum - positives * (positives + 1) / 2) / (positives * negatives);
+}
+
+/** (C, C) confusion counts from true and predicted class indices (rows = true class). */
+export function confusionMatrix(truth: ArrayLike<number>, predicted: ArrayLike<number>, classes: number): number[][] {
+  const matrix = Array.from({ length: classes }, () => new Array<number>(classes).fill(0));
+  for (let i = 0; i < truth.length; i++) {
+    if (predicted[i] >= 0 && predicted[i] < classes) matrix[truth[i]][predicted[i]] += 1;
+  }
+  return matrix;
+}
+
+/** Accuracies in percent (and the confusion matrix) from (N, C) logits and (N) labels. */
 export function zeroShotMetrics(logits: Tensor, labels: Tensor): ZeroShotResult {
   return tidy(() => {
     const count = labels.size(0);
@@ -75,11 +118,20 @@ export function zeroShotMetrics(logits: Tensor, labels: Tensor): ZeroShotResult 
     }
     const present = totals.map((t, c) => [t, c]).filter(([t]) => t > 0);
     const meanPerClass = present.reduce((sum, [t, c]) => sum + hits[c] / t, 0) / Math.max(present.length, 1);
+    // torch.argmax returns the first maximal index: the same tie rule as topKCorrect for finite logits.
+    const predicted = logits.argmax(1).toArray(); // (N)
+    let auc: number | undefined;
+    if (classes === 2) {
+      const scores = logits.select(1, 1).sub(logits.select(1, 0)).to({ dtype: "float64" }).toArray(); // (N)
+      auc = 100 * rocAuc(scores, truth.map((t) => t === 1));
+    }
     return {
       top1: 100 * top1.mean().item(),
       top5: 100 * top5.mean().item(),
       meanPerClass: 100 * meanPerClass,
       count,
+      ...(auc === undefined ? {} : { rocAuc: auc }),
+      confusion: confusionMatrix(truth, predicted, classes),
     };
   });
 }
