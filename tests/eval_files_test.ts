@@ -607,3 +607,25 @@ test("deno task eval probe on file datasets: fitted on --train-dataset, the same
   assertThrows(() => evalCommand(["segprobe", "--checkpoint", f.checkpoint, "--dataset", csv]), UsageError);
   assertThrows(() => evalCommand(["zeroshot", "--checkpoint", f.checkpoint, "--dataset", "ade20k:/x"]), UsageError);
 });
+
+test("retrieval on a CSV with one caption per image deduplicates equal captions (MNIST's class captions)", () => {
+  const f = fixtures();
+  const rows = ["filepath,title", ...Array.from({ length: R }, (_, i) => `imgs/r${i}.png,${i % 2 ? "odd" : "even"}`)];
+  const csv = join(f.dir, "ret", "classes.csv");
+  Deno.writeTextFileSync(csv, rows.join("\n") + "\n");
+  const out = join(f.dir, "ret-classes.json");
+  const { code, errors } = evalCommand([
+    "retrieval",
+    "--checkpoint",
+    f.checkpoint,
+    "--dataset",
+    `csv:${csv}`,
+    "--out",
+    out,
+  ]);
+  assertEquals(code, 0, errors);
+  const r = (readJson(out) as { results: Record<string, number> }).results;
+  // Two texts, each the caption of R/2 images: with two candidates every image query finds its caption by R@2.
+  assertEquals([r.images, r.texts, r.imageQueries, r.textQueries], [R, 2, R, 2]);
+  assertEquals((r.imageToText as unknown as Record<string, number>)["5"], 100);
+});

@@ -129,7 +129,11 @@ function retrievalTexts(
   captions: string[],
   captionLists: string[][],
 ): { texts: string[]; textToImages: number[][] } {
-  if (captionLists.length === imageCount) {
+  // One caption per image, as lists (a CSV with a row per image, e.g. MNIST's class captions): the deduplicated
+  // case below, since equal strings embed equally and no ranking can tell which image "owns" a shared caption.
+  if (captionLists.length === imageCount && captionLists.every((list) => list.length === 1)) {
+    captions = captionLists.map((list) => list[0]);
+  } else if (captionLists.length === imageCount) {
     // Several captions per image (COCO, Flickr30K, grouped CSV rows): every caption is its own text query whose
     // only positive is its image, even when two images share a caption string.
     const texts: string[] = [];
