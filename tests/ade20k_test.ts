@@ -24,7 +24,7 @@ import { extractFeatures, IGNORE_INDEX, segmentationProbe } from "../src/eval/pr
 import { buildPreset } from "../src/models/build.ts";
 import { liveTensors, type Tensor } from "../src/torch/mod.ts";
 import { saveCheckpoint } from "../src/train/checkpoint.ts";
-import { assert, assertEquals, assertThrows } from "./helpers.ts";
+import { assert, assertEquals, assertThrows, quietly } from "./helpers.ts";
 
 function test(name: string, fn: () => void): void {
   Deno.test(name, () => {
@@ -575,11 +575,8 @@ test("segmentation probe on a small checkpoint's patch tokens over an ADE20K-lay
       // with the probe settings it documents (10 epochs, batches of 16), so the same call here gives its numbers.
       const expected = segmentationProbe(trainFeatures, valFeatures, { classes: 150, imageSize: side, batchSize: 16 });
       const out = `${l.root}/segprobe.json`;
-      const { log } = console;
-      console.log = () => {};
-      let code;
-      try {
-        code = runEval([
+      const code = quietly(() =>
+        runEval([
           "segprobe",
           "--checkpoint",
           path,
@@ -591,10 +588,8 @@ test("segmentation probe on a small checkpoint's patch tokens over an ADE20K-lay
           "4",
           "--out",
           out,
-        ]);
-      } finally {
-        console.log = log;
-      }
+        ])
+      );
       assertEquals(code, 0);
       const got = JSON.parse(Deno.readTextFileSync(out)).results;
       assertEquals([got.mIoU, got.pixelAccuracy, got.trainSize, got.testSize], [

@@ -12,7 +12,7 @@ import { retrievalRecall } from "../src/eval/retrieval.ts";
 import { topKCorrect, zeroShotClassifier, zeroShotMetrics } from "../src/eval/zeroshot.ts";
 import { liveTensors, Tensor, tidy } from "../src/torch/mod.ts";
 import { saveUntrainedCheckpoint } from "./eval_checkpoint.ts";
-import { assert, assertClose, assertEquals } from "./helpers.ts";
+import { assert, assertClose, assertEquals, quietly } from "./helpers.ts";
 
 function test(name: string, fn: () => void): void {
   Deno.test(name, () => {
@@ -20,19 +20,6 @@ function test(name: string, fn: () => void): void {
     tidy(fn);
     assertEquals(liveTensors(), before, "live tensors after the test");
   });
-}
-
-/** Runs fn with console.log / console.error silenced (the command prints its table). */
-function withQuietConsole<T>(fn: () => T): T {
-  const { log, error } = console;
-  console.log = () => {};
-  console.error = () => {};
-  try {
-    return fn();
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
 }
 
 // ---- zero-shot metrics ------------------------------------------------------------------------------------------
@@ -251,7 +238,7 @@ test("deno task eval: zeroshot and retrieval on a checkpoint rebuilt from its me
     const path = saveUntrainedCheckpoint(dir);
     for (const command of ["zeroshot", "retrieval"]) {
       const out = `${dir}/${command}.json`;
-      const code = withQuietConsole(() =>
+      const code = quietly(() =>
         runEvalSync([command, "--checkpoint", path, "--size", "24", "--batch-size", "10", "--out", out])
       );
       assertEquals(code, 0, `${command} exit code`);
@@ -266,7 +253,7 @@ test("deno task eval: zeroshot and retrieval on a checkpoint rebuilt from its me
       }
     }
     // --ema needs DetailCLIP: a clear error and exit code 1, not a crash.
-    const code = withQuietConsole(() => runEvalSync(["zeroshot", "--checkpoint", path, "--ema", "--size", "4"]));
+    const code = quietly(() => runEvalSync(["zeroshot", "--checkpoint", path, "--ema", "--size", "4"]));
     assertEquals(code, 1, "--ema on a CLIP checkpoint");
   } finally {
     Deno.removeSync(dir, { recursive: true });
@@ -284,7 +271,7 @@ test("deno task export backbone: timm keys and shapes, checked by torch against 
     for (const teacher of [false, true]) {
       const out = `${dir}/backbone-${teacher}.safetensors`;
       const args = ["backbone", "--checkpoint", path, "--out", out, ...(teacher ? ["--teacher"] : [])];
-      assertEquals(withQuietConsole(() => runExport(args)), 0, "export exit code");
+      assertEquals(quietly(() => runExport(args)), 0, "export exit code");
       const sizes = [vision.width, vision.depth, vision.patchSize, vision.imageSize].map(String);
       const result = new Deno.Command("/usr/bin/python3", { args: ["tests/export_check.py", out, ...sizes] })
         .outputSync();

@@ -153,3 +153,16 @@ export function strides(shape: readonly number[]): number[] {
 /** The golden reference folder: $DETAILCLIP_GOLDEN, else shared/golden/tiny beside the repository (as CI lays it). */
 export const GOLDEN_DIR: string = Deno.env.get("DETAILCLIP_GOLDEN") ??
   new URL("../../shared/golden/tiny", import.meta.url).pathname;
+
+/** Runs fn with console.log and console.error silenced (commands print tables and progress), restoring them after. */
+export function quietly<T>(fn: () => T): T {
+  const { log, error } = console;
+  console.log = () => {};
+  console.error = () => {};
+  try {
+    return fn();
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+}

@@ -23,7 +23,7 @@ import {
 } from "../src/train/official_checkpoint.ts";
 import { AdamW, officialParamGroups } from "../src/train/optimizer.ts";
 import { parseTrainOptions } from "../src/train/options.ts";
-import { assert, assertEquals, assertThrows, GOLDEN_DIR } from "./helpers.ts";
+import { assert, assertEquals, assertThrows, GOLDEN_DIR, quietly } from "./helpers.ts";
 
 const PYTHON = "/usr/bin/python3";
 const FIXTURES = new URL("./official_fixtures.py", import.meta.url).pathname;
@@ -61,18 +61,6 @@ function test(name: string, fn: () => void | Promise<void>): void {
       assertEquals(liveTensors(), before, "live tensors after the test");
     },
   });
-}
-
-function quietly<T>(fn: () => T): T {
-  const { log, error } = console;
-  console.log = () => {};
-  console.error = () => {};
-  try {
-    return fn();
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
 }
 
 /** Folders of the fixtures shared between tests, removed when the test module unloads. */

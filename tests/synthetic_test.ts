@@ -3,6 +3,7 @@
 // captions are parsed back and checked against the attributes and against the pixels (mask area, centroid, colour);
 // PNG output is decoded by Python's zlib (and PIL when importable), not by our own code. Only the tensor test needs
 // the native library; it is skipped with a message when the library is missing.
+import { groupEqualCaptions } from "../src/eval/retrieval.ts";
 import { crc32, encodePng } from "../src/data/png.ts";
 import {
   augmentRng,
@@ -26,7 +27,6 @@ import {
   syntheticBatchArrays,
   syntheticClassNames,
   syntheticLabelsJson,
-  syntheticRetrievalSet,
   type SyntheticSample,
   syntheticSample,
   type SyntheticSplit,
@@ -467,13 +467,13 @@ Deno.test("synthetic: class names, templates and the labels.json / templates.jso
   }
 });
 
-Deno.test("synthetic: the retrieval set deduplicates captions and keeps every image's correct text", () => {
-  const set = syntheticRetrievalSet(["a", "b", "a", "c", "b"]);
+Deno.test("groupEqualCaptions: the synthetic retrieval set deduplicates captions and keeps every image's correct text", () => {
+  const set = groupEqualCaptions(["a", "b", "a", "c", "b"]);
   assertEquals(set.texts, ["a", "b", "c"]);
   assertEquals(Array.from(set.imageToText), [0, 1, 0, 2, 1]);
   assertEquals(set.textToImages, [[0, 2], [1, 4], [3]]);
   const captions = samples("val", 1000).map((s) => s.caption);
-  const real = syntheticRetrievalSet(captions);
+  const real = groupEqualCaptions(captions);
   captions.forEach((c, i) => assertEquals(real.texts[real.imageToText[i]], c, `image ${i}`));
   assert(real.texts.length > 900, `val captions should be mostly distinct: ${real.texts.length}/1000`);
 });

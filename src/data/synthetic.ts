@@ -814,34 +814,3 @@ export async function writeSyntheticZeroShotFiles(dir: string): Promise<{ labels
   await mergeJsonFile(templates, syntheticTemplatesJson());
   return { labels, templates };
 }
-
-/**
- * Retrieval ground truth for images whose caption i belongs to image i. Identical captions happen (a single small
- * red circle in the top left is one of 420 single-object captions), so the texts are deduplicated: image i's correct
- * text is texts[imageToText[i]], and a text's correct images are all of textToImages[t]. Count an I2T hit when the
- * retrieved text is imageToText[i] and a T2I hit when the retrieved image is any of textToImages[t].
- */
-export interface RetrievalSet {
-  texts: string[];
-  imageToText: Int32Array;
-  textToImages: number[][];
-}
-
-export function syntheticRetrievalSet(captions: readonly string[]): RetrievalSet {
-  const ids = new Map<string, number>();
-  const texts: string[] = [];
-  const textToImages: number[][] = [];
-  const imageToText = new Int32Array(captions.length);
-  captions.forEach((caption, i) => {
-    let id = ids.get(caption);
-    if (id === undefined) {
-      id = texts.length;
-      ids.set(caption, id);
-      texts.push(caption);
-      textToImages.push([]);
-    }
-    imageToText[i] = id;
-    textToImages[id].push(i);
-  });
-  return { texts, imageToText, textToImages };
-}

@@ -129,3 +129,34 @@ export function retrievalRecall(
     textQueries: t2i.length,
   };
 }
+
+/**
+ * Retrieval ground truth for images whose caption i belongs to image i, with equal captions made one text: they embed
+ * equally, so no ranking could tell which image owns a shared one (a single small red circle in the top left is one
+ * of 420 single-object synthetic captions; MNIST has 10 captions in all). Image i's correct text is
+ * texts[imageToText[i]], and a text's correct images are all of textToImages[t].
+ */
+export interface CaptionGroups {
+  texts: string[];
+  imageToText: Int32Array;
+  textToImages: number[][];
+}
+
+export function groupEqualCaptions(captions: readonly string[]): CaptionGroups {
+  const ids = new Map<string, number>();
+  const texts: string[] = [];
+  const textToImages: number[][] = [];
+  const imageToText = new Int32Array(captions.length);
+  captions.forEach((caption, i) => {
+    let id = ids.get(caption);
+    if (id === undefined) {
+      id = texts.length;
+      ids.set(caption, id);
+      texts.push(caption);
+      textToImages.push([]);
+    }
+    imageToText[i] = id;
+    textToImages[id].push(i);
+  });
+  return { texts, imageToText, textToImages };
+}

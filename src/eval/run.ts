@@ -5,7 +5,7 @@
 import { cat, type Device, F, noGrad, Tensor, tidy } from "../torch/mod.ts";
 import { DatasetError, type EvalDataset } from "./datasets.ts";
 import type { EvalModel } from "./model.ts";
-import { retrievalRecall, type RetrievalResult } from "./retrieval.ts";
+import { groupEqualCaptions, retrievalRecall, type RetrievalResult } from "./retrieval.ts";
 import { zeroShotClassifier, zeroShotMetrics, type ZeroShotResult } from "./zeroshot.ts";
 
 export interface RunOptions {
@@ -148,19 +148,7 @@ function retrievalTexts(
   }
   if (captions.length !== imageCount) throw new DatasetError(`${name} has no caption for every image`);
   // One caption per image (the synthetic set): equal captions are one text whose positives are all its images.
-  const ids = new Map<string, number>();
-  const texts: string[] = [];
-  const textToImages: number[][] = [];
-  captions.forEach((caption, i) => {
-    let id = ids.get(caption);
-    if (id === undefined) {
-      id = texts.length;
-      ids.set(caption, id);
-      texts.push(caption);
-      textToImages.push([]);
-    }
-    textToImages[id].push(i);
-  });
+  const { texts, textToImages } = groupEqualCaptions(captions);
   return { texts, textToImages };
 }
 

@@ -6,8 +6,8 @@
 // Colour is the headline zero-shot number: within minutes the tiny model learns colours and positions (they
 // already tell the captions of a batch apart), while shapes come much more slowly (see README, "The built-in run").
 import type { TrainSource } from "../data/sources.ts";
-import { COLOURS, SHAPES, syntheticBatch, syntheticRetrievalSet, syntheticSample } from "../data/synthetic.ts";
-import { retrievalRecall } from "../eval/retrieval.ts";
+import { COLOURS, SHAPES, syntheticBatch, syntheticSample } from "../data/synthetic.ts";
+import { groupEqualCaptions, retrievalRecall } from "../eval/retrieval.ts";
 import { zeroShotClassifier, zeroShotMetrics } from "../eval/zeroshot.ts";
 import type { AnyModel } from "../models/build.ts";
 import { cat, type Device, F, noGrad, Tensor, tidy } from "../torch/mod.ts";
@@ -85,7 +85,7 @@ export function evaluateSynthetic(
         );
 
         const { images, captions } = embedImages();
-        const retrieval = syntheticRetrievalSet(captions);
+        const retrieval = groupEqualCaptions(captions);
         const textEmbeds: Tensor[] = [];
         for (let start = 0; start < retrieval.texts.length; start += batchSize) {
           textEmbeds.push(model.encodeText(tokenize(retrieval.texts.slice(start, start + batchSize))));
