@@ -44,11 +44,14 @@ if [[ -f .carry/deno.xz ]]; then
   export PATH=/tmp/dc_deno:$PATH
 fi
 command -v deno >/dev/null || { say "no Deno: run tools/pack_deno.sh here and carry .carry"; exit 1; }
-if ! pkg-config --exists libturbojpeg libpng libwebp 2>/dev/null && compgen -G ".carry/debs/*.deb" >/dev/null; then
+if ! pkg-config --exists libturbojpeg libpng libwebp zlib 2>/dev/null && compgen -G ".carry/debs/*.deb" >/dev/null; then
   sysroot=/tmp/dc_sysroot
   mkdir -p $sysroot && for deb in .carry/debs/*.deb; do dpkg -x "$deb" $sysroot; done
+  # Development symlinks such as libz.so -> /lib/x86_64-linux-gnu/libz.so.1.2.13 are absolute: point them into the
+  # sysroot, or the linker follows them to the image's own (absent or other-version) files.
+  find $sysroot -type l -lname '/*' | while read -r link; do ln -sfn "$sysroot$(readlink "$link")" "$link"; done
   libdir=$sysroot/usr/lib/x86_64-linux-gnu
-  export LD_LIBRARY_PATH=$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+  export LD_LIBRARY_PATH=$libdir:$sysroot/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
   export PKG_CONFIG=$sysroot/usr/bin/pkgconf PKG_CONFIG_SYSROOT_DIR=$sysroot
   export PKG_CONFIG_PATH=$libdir/pkgconfig:$sysroot/usr/share/pkgconfig PKG_CONFIG_LIBDIR=$libdir/pkgconfig
   export PATH=$PATH:$sysroot/usr/bin

@@ -21,7 +21,7 @@ fi
 if [[ ${1:-} != --no-debs ]]; then
   mkdir -p .carry/debs
   (cd .carry/debs && apt-get download -q libturbojpeg0 libturbojpeg0-dev libjpeg62-turbo libpng16-16 libpng-dev \
-    zlib1g-dev libwebp7 libwebp-dev libwebpdemux2 libwebpmux3 pkgconf pkgconf-bin \
+    zlib1g zlib1g-dev libwebp7 libwebp-dev libwebpdemux2 libwebpmux3 pkgconf pkgconf-bin \
     libpkgconf3 >/dev/null) || echo "pack_deno: apt-get download failed; .carry/debs is incomplete" >&2
   for deb in .carry/debs/*%3a*; do [[ -e $deb ]] && mv "$deb" "${deb//%3a/_}"; done # plain names travel everywhere
 fi
