@@ -1,16 +1,18 @@
 // pickle.ts: a minimal, safe reader of Python pickles holding plain data: lists, tuples, dicts, ints, floats,
-// str, bytes, None and bools (protocols 0-5 as Python 3 writes them for such values). Nothing is ever executed: any
-// opcode that would import or call something (GLOBAL, STACK_GLOBAL, REDUCE, BUILD, INST, OBJ, NEWOBJ, PERSID, EXT*,
-// ...) or that is not in the table below ends reading with a PickleError naming the opcode and its byte offset.
+// str, bytes, None and bools (protocols 0-5 as Python writes them for such values; of protocol 0's text opcodes only
+// INT, which protocol 1 still uses for bools). Nothing is ever executed: any opcode that would import or call something
+// (GLOBAL, STACK_GLOBAL, REDUCE, BUILD, INST, OBJ, NEWOBJ, PERSID, EXT*, ...) or that is not in the table below ends
+// reading with a PickleError naming the opcode and its byte offset.
 //
 // For large files (the YFCC15M metadata: ~15 M tuples) the items of the outermost list can be streamed to a callback
 // instead of being kept, and a first pass over the opcodes finds which memo slots are ever read back (BINGET), so only
 // those values stay in memory.
 //
-// A caller that needs more (torch.save's checkpoints, src/torch/pt_file.ts) passes an allow-list: `globals` maps the
-// names it accepts to its own TypeScript values or functions, and `persistentLoad` turns persistent ids into values.
-// REDUCE, NEWOBJ and BUILD then run only those functions; a name the caller does not list is refused, named, before
-// anything is built from it.
+// A caller that needs more (torch.save's checkpoints, src/torch/pt_file.ts; numpy arrays, src/eval/ndarray_pickle.ts)
+// passes an allow-list: `globals` maps the names it accepts to its own TypeScript values or functions, and
+// `persistentLoad` turns persistent ids into values. REDUCE, NEWOBJ and BUILD then run only those functions; a name the
+// caller does not list is refused, named, before anything is built from it. All opcode interpretation lives here; the
+// callers hold only what their globals mean.
 
 /** A value a plain-data pickle can hold. */
 export type PickleValue =
@@ -55,9 +57,9 @@ export class PickleError extends Error {
   }
 }
 
-// Opcodes whose presence means the pickle wants to import or call code. GLOBAL/STACK_GLOBAL + REDUCE are accepted
-// only for the two constructors Python 3 writes for bytes at protocol 2 (`_codecs.encode(str, "latin1")` and
-// `bytes()`), and then interpreted here, never looked up or called.
+// Opcodes whose presence means the pickle wants to import or call code. Without an allow-list, GLOBAL/STACK_GLOBAL +
+// REDUCE are accepted only for the two constructors Python 3 writes for bytes at protocol 2 (`_codecs.encode(str,
+// "latin1")` and `bytes()`), and then interpreted here, never looked up or called.
 const CODE_OPCODES: Record<number, string> = {
   0x63: "GLOBAL",
   0x93: "STACK_GLOBAL",
@@ -202,7 +204,7 @@ function run(bytes: Uint8Array, options: ReadPickleOptions, used: Set<number>): 
     let v = 0n;
     for (let k = n - 1; k >= 0; k--) v = (v << 8n) | BigInt(bytes[at + k]);
     if (bytes[at + n - 1] & 0x80) v -= 1n << BigInt(8 * n);
-    return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+    return integer(v);
   };
 
   const resolveGlobal = (module: string, name: string, opcode: string): PickleValue | PickleCallable => {
@@ -315,6 +317,16 @@ function run(bytes: Uint8Array, options: ReadPickleOptions, used: Set<number>): 
       case 0x89: // NEWFALSE
         stack.push(false);
         break;
+      case 0x49: { // INT "digits\n": protocol 0/1 text; "00" and "01" are Python 2's bools
+        const end = bytes.indexOf(0x0a, pos);
+        if (end < 0) throw new PickleError("truncated pickle: INT without its newline", opAt);
+        const digits = text(pos, end - pos);
+        pos = end + 1;
+        if (digits === "00" || digits === "01") stack.push(digits === "01");
+        else if (/^[+-]?\d+$/.test(digits)) stack.push(integer(BigInt(digits)));
+        else throw new PickleError(`INT '${digits}' at byte ${opAt} is not a decimal integer`, opAt);
+        break;
+      }
       case 0x4a: // BININT
         stack.push(view.getInt32(need(4), true));
         break;
@@ -470,16 +482,15 @@ function run(bytes: Uint8Array, options: ReadPickleOptions, used: Set<number>): 
         break;
       }
       default:
-        if (CODE_OPCODES[op] !== undefined) {
-          throw new PickleError(
-            `refusing pickle opcode ${CODE_OPCODES[op]} at byte ${opAt}: it imports or calls code, and only plain ` +
-              "data (lists, tuples, dicts, numbers, str, bytes) is read",
-            opAt,
-          );
-        }
+        if (CODE_OPCODES[op] !== undefined) throw refusal(CODE_OPCODES[op]);
         throw new PickleError(`unsupported pickle opcode ${opcodeName(op)} at byte ${opAt}`, opAt);
     }
   }
+}
+
+/** A number where it is exact, else the bigint. */
+function integer(v: bigint): number | bigint {
+  return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
 }
 
 function constructBytes(name: string, args: readonly PickleValue[], at: number): Uint8Array {
@@ -578,7 +589,7 @@ function memoReads(bytes: Uint8Array): Set<number> {
       }
       continue;
     }
-    if (op === 0x50) { // PERSID: one line
+    if (op === 0x50 || op === 0x49) { // PERSID, INT: one line
       const end = bytes.indexOf(0x0a, pos);
       if (end < 0) break;
       pos = end + 1;
