@@ -280,9 +280,48 @@ function prepareThreadingEnvironment(): void {
   if (Deno.env.get("OMP_WAIT_POLICY") === undefined) Deno.env.set("OMP_WAIT_POLICY", "PASSIVE");
 }
 
+// mallopt parameters (malloc.h).
+const M_TRIM_THRESHOLD = -1;
+const M_MMAP_THRESHOLD = -3;
+/** glibc's largest mmap threshold on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX); mallopt refuses more. */
+const MMAP_THRESHOLD_MAX = 32 * 1024 * 1024;
+const TRIM_THRESHOLD = 1024 * 1024 * 1024;
+let mallocTuned = false;
+
+/**
+ * Keeps freed tensor memory in the process. glibc's defaults hand big freed blocks back to the kernel (mmap'd ones at
+ * once, the heap's top above 128 KiB–32 MiB), so every training step page-faults thousands of fresh zero pages for
+ * its activations: 3,000–8,000 a step at the golden dims, 115 → 100 ms once they stop (README, bench:step). Blocks
+ * under 32 MiB come from the heap and up to 1 GiB of free heap is kept for the next step. Applied once, before
+ * libtorch allocates; DETAILCLIP_MALLOC=default (or the user's own GLIBC_TUNABLES / MALLOC_* settings) leaves glibc
+ * as it is. Not glibc (musl): nothing to tune, nothing done.
+ */
+function tuneMalloc(): void {
+  if (mallocTuned) return;
+  mallocTuned = true;
+  if (Deno.env.get("DETAILCLIP_MALLOC") === "default" || Deno.env.get("GLIBC_TUNABLES") !== undefined) return;
+  if (Deno.env.get("MALLOC_TRIM_THRESHOLD_") !== undefined || Deno.env.get("MALLOC_MMAP_THRESHOLD_") !== undefined) {
+    return;
+  }
+  let libc;
+  try {
+    libc = Deno.dlopen("libc.so.6", { mallopt: { parameters: ["i32", "i32"], result: "i32" } });
+  } catch {
+    return;
+  }
+  try {
+    // Setting either also turns off glibc's sliding threshold, which otherwise grows only after frees.
+    libc.symbols.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX);
+    libc.symbols.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD);
+  } finally {
+    libc.close();
+  }
+}
+
 /** Opens a library file and checks its ABI version. Exported for tests of the failure messages. */
 export function openLibrary(path: string): Deno.DynamicLibrary<typeof symbols> {
   prepareThreadingEnvironment();
+  tuneMalloc();
   let library: Deno.DynamicLibrary<typeof symbols>;
   try {
     Deno.statSync(path);
