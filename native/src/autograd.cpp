@@ -39,7 +39,7 @@ int32_t dc_is_leaf(dc_tensor t) { DC_COUNT(dc::unwrap(t).is_leaf() ? 1 : 0) }
 int32_t dc_backward(dc_tensor t, dc_tensor grad, int32_t retain_graph) {
   DC_STATUS({
     const at::Tensor gradient = grad == nullptr ? at::Tensor() : dc::unwrap(grad, "grad");
-    dc::unwrap(t).backward(gradient, c10::optional<bool>(retain_graph != 0), false);
+    dc::unwrap(t).backward(gradient, dc::optional<bool>(retain_graph != 0), false);
   })
 }
 

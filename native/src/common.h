@@ -14,6 +14,23 @@
 #define DC_TORCH_AT_LEAST(major, minor) \
   (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
+// Optionals are spelled dc::optional / dc::nullopt. libtorch 1.13 has its own c10::optional class, which is what its
+// signatures take; from 2.2 on c10::optional is only an alias of std::optional that later 2.x releases deprecate (it
+// disappears under C10_NODEPRECATED, and ATen headers written against std::optional need not include the alias).
+#if DC_TORCH_AT_LEAST(2, 3)
+#include <optional>
+namespace dc {
+using std::nullopt;
+using std::optional;
+}  // namespace dc
+#else
+#include <c10/util/Optional.h>
+namespace dc {
+using c10::nullopt;
+using c10::optional;
+}  // namespace dc
+#endif
+
 namespace dc {
 
 extern std::atomic<int64_t> live_tensors;
@@ -31,8 +48,8 @@ inline at::Tensor& unwrap(dc_tensor t, const char* what = "tensor") {
   return *t;
 }
 
-inline c10::optional<at::Tensor> optional_tensor(dc_tensor t) {
-  if (t == nullptr) return c10::nullopt;
+inline optional<at::Tensor> optional_tensor(dc_tensor t) {
+  if (t == nullptr) return nullopt;
   return *t;
 }
 

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -451,6 +452,18 @@ int64_t dc_dist_init(const char* host, int64_t port, int64_t rank, int64_t world
         const int index = (local != nullptr && *local != '\0' ? std::atoi(local) : static_cast<int>(rank)) % devices;
         c10::cuda::set_device(static_cast<c10::DeviceIndex>(index));
         g->device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(index));
+        // Without blocking wait, ProcessGroupNCCL's watchdog thread tears the process down when a collective fails or
+        // outlives options->timeout (TORCH_NCCL_ASYNC_ERROR_HANDLING's default), before run()'s wait could report it.
+        // In blocking-wait mode there is no watchdog and wait() throws instead; it blocks the host until the collective
+        // completes either way, since run() gives it a deadline. A user's own setting of the variable wins.
+#if DC_TORCH_AT_LEAST(2, 2)
+        const char* blocking_wait = "TORCH_NCCL_BLOCKING_WAIT";
+#else
+        const char* blocking_wait = "NCCL_BLOCKING_WAIT";
+#endif
+        if (std::getenv("TORCH_NCCL_BLOCKING_WAIT") == nullptr && std::getenv("NCCL_BLOCKING_WAIT") == nullptr) {
+          ::setenv(blocking_wait, "1", 0);
+        }
         auto options = c10d::ProcessGroupNCCL::Options::create();
         options->timeout = g->timeout;
         g->comm = c10::make_intrusive<c10d::ProcessGroupNCCL>(backend_store, static_cast<int>(rank),

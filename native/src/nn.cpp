@@ -24,7 +24,7 @@ int64_t reduction_code(int32_t code, const char* function) {
 }
 
 at::Tensor softmax_like(bool log, const at::Tensor& t, int64_t dim, int32_t dtype) {
-  c10::optional<at::ScalarType> type;
+  dc::optional<at::ScalarType> type;
   if (dtype >= 0) type = dc::scalar_type(dtype);
   return log ? at::log_softmax(t, dim, type) : at::softmax(t, dim, type);
 }
@@ -38,9 +38,9 @@ at::Tensor interpolate(const at::Tensor& x, int64_t out_h, int64_t out_w, int32_
   // Scales are passed explicitly (as F.interpolate does with size=) so the IntArrayRef overload is chosen, not the
   // `.vec` one that takes optional scale factors.
   switch (mode) {
-    case 0: return at::upsample_nearest2d(x, size, c10::nullopt, c10::nullopt);
-    case 1: return at::upsample_bilinear2d(x, size, align_corners, c10::nullopt, c10::nullopt);
-    case 2: return at::upsample_bicubic2d(x, size, align_corners, c10::nullopt, c10::nullopt);
+    case 0: return at::upsample_nearest2d(x, size, dc::nullopt, dc::nullopt);
+    case 1: return at::upsample_bilinear2d(x, size, align_corners, dc::nullopt, dc::nullopt);
+    case 2: return at::upsample_bicubic2d(x, size, align_corners, dc::nullopt, dc::nullopt);
     default:
       throw std::invalid_argument("dc_interpolate: unknown mode " + std::to_string(mode) +
                                   " (0 nearest, 1 bilinear, 2 bicubic)");
@@ -48,14 +48,14 @@ at::Tensor interpolate(const at::Tensor& x, int64_t out_h, int64_t out_w, int32_
 }
 
 at::Tensor attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     const c10::optional<at::Tensor>& mask, double scale) {
+                     const dc::optional<at::Tensor>& mask, double scale) {
 #if DC_TORCH_AT_LEAST(2, 0)
-  c10::optional<at::Tensor> m = mask;
+  dc::optional<at::Tensor> m = mask;
   // The fused kernels accept a bool mask or a float mask of the query's dtype; an f32 mask beside bf16 activations
   // (autocast off) would be rejected, so it follows q.
   if (m && m->scalar_type() != at::kBool && m->scalar_type() != q.scalar_type()) m = m->to(q.scalar_type());
 #if DC_TORCH_AT_LEAST(2, 1)
-  return at::scaled_dot_product_attention(q, k, v, m, 0.0, false, c10::optional<double>(scale));
+  return at::scaled_dot_product_attention(q, k, v, m, 0.0, false, dc::optional<double>(scale));
 #else
   // 2.0 has no scale argument and always uses 1/sqrt(E); fold the ratio into q.
   const double ratio = scale * std::sqrt(static_cast<double>(q.size(-1)));
@@ -124,7 +124,7 @@ dc_tensor dc_normalize(dc_tensor t, double p, int64_t dim, double eps) {
   // The same composition as torch.nn.functional.normalize, so gradients match it exactly.
   const at::Tensor& x = dc::unwrap(t);
   const std::array<int64_t, 1> dims{dim};
-  at::Tensor denom = at::norm(x, c10::optional<at::Scalar>(p), dims, true).clamp_min(eps).expand_as(x);
+  at::Tensor denom = at::norm(x, dc::optional<at::Scalar>(p), dims, true).clamp_min(eps).expand_as(x);
   return dc::wrap(x / denom);
   DC_GUARD_END(nullptr)
 }

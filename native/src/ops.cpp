@@ -200,13 +200,13 @@ void binary_scalar_(int32_t op, at::Tensor& a, double value) {
 }
 
 // An infinite bound on the open side means "no bound", so integer tensors are not promoted by a +-inf Scalar.
-c10::optional<at::Scalar> lower_bound(const at::Tensor& t, double v) {
-  if (std::isinf(v) && v < 0) return c10::nullopt;
+dc::optional<at::Scalar> lower_bound(const at::Tensor& t, double v) {
+  if (std::isinf(v) && v < 0) return dc::nullopt;
   return scalar_for(t, v);
 }
 
-c10::optional<at::Scalar> upper_bound(const at::Tensor& t, double v) {
-  if (std::isinf(v) && v > 0) return c10::nullopt;
+dc::optional<at::Scalar> upper_bound(const at::Tensor& t, double v) {
+  if (std::isinf(v) && v > 0) return dc::nullopt;
   return scalar_for(t, v);
 }
 
@@ -224,12 +224,12 @@ std::vector<int64_t> reduce_dims(const at::Tensor& t, const int64_t* dims, int64
 // signature the headers declare is the only viable one, with no version guard to get wrong.
 struct Correction {
   int64_t value;
-  operator c10::optional<int64_t>() const { return value; }
-  operator c10::optional<at::Scalar>() const { return at::Scalar(value); }
+  operator dc::optional<int64_t>() const { return value; }
+  operator dc::optional<at::Scalar>() const { return at::Scalar(value); }
 };
 
 at::OptionalIntArrayRef optional_dims(const std::vector<int64_t>& dims) {
-  if (dims.empty()) return c10::nullopt;
+  if (dims.empty()) return dc::nullopt;
   return at::IntArrayRef(dims);
 }
 
@@ -347,7 +347,7 @@ dc_tensor dc_norm(dc_tensor t, double p, const int64_t* dims, int64_t ndim, int3
   DC_GUARD_BEGIN
   const at::Tensor& x = dc::unwrap(t);
   if (x.dim() == 0) return dc::wrap(at::norm(x, at::Scalar(p)));
-  return dc::wrap(at::norm(x, c10::optional<at::Scalar>(p), reduce_dims(x, dims, ndim), keepdim != 0));
+  return dc::wrap(at::norm(x, dc::optional<at::Scalar>(p), reduce_dims(x, dims, ndim), keepdim != 0));
   DC_GUARD_END(nullptr)
 }
 
@@ -404,7 +404,7 @@ int32_t dc_sort(dc_tensor t, int64_t dim, int32_t descending, int32_t stable, dc
                 dc_tensor* out_indices) {
   DC_STATUS({
     check_outputs(out_values, out_indices);
-    auto result = at::sort(dc::unwrap(t), c10::optional<bool>(stable != 0), dim, descending != 0);
+    auto result = at::sort(dc::unwrap(t), dc::optional<bool>(stable != 0), dim, descending != 0);
     *out_values = dc::wrap(std::get<0>(result));
     *out_indices = dc::wrap(std::get<1>(result));
   })
