@@ -3,8 +3,12 @@
 #   make DIR SMALL LARGE   writes SMALL 500x375 and LARGE 1600x1200 JPEGs (quality 90, 4:2:0) to DIR
 #   images DIR REPEATS     the official train pipeline (SPEC 6.2; PIL + torchvision, two views) on every DIR/*.jpg,
 #                          on one thread; the best of REPEATS passes
-#   tokens MERGES FILE     a standard-library port of OpenAI's SimpleTokenizer (as tests/tokenizer_test.ts has) on the
-#                          captions in FILE (a JSON list), context 77; the best of 3 passes, each with a fresh cache
+#   tokens MERGES FILE [openai]
+#                          OpenAI's SimpleTokenizer on the captions in FILE (a JSON list), context 77; the best of 3
+#                          passes, each with a fresh cache. With `openai`: OpenAI's simple_tokenizer.py verbatim
+#                          (tests/openai_simple_tokenizer.py, needs python3-regex; ftfy when importable, else NFC alone,
+#                          which is cheaper than ftfy), meant for OpenAI's vocabulary. Without: the standard-library port
+#                          tests/simple_tokenizer.py, for our own merges files where `regex` is missing.
 import gzip, html, json, os, random, re, sys, time, unicodedata
 
 
@@ -81,27 +85,46 @@ def images(folder, repeats):
 
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-from simple_tokenizer import SimpleTokenizer  # noqa: E402  the same port the parity test checks
-from simple_tokenizer import tokenize as _tokenize  # noqa: E402
 
 
-def tokenize(tok, texts, context_length=77):
-    # clip.tokenize / SLIP's tokenizer call: SOT + ids + EOT, truncated (EOT kept last) and zero-padded
-    return _tokenize(tok, texts, context_length, True)
+def clip_tokenize(tok, texts, context_length=77):
+    # OpenAI's clip.tokenize(texts, truncate=True): SOT + ids + EOT, cut with EOT kept last, zero-padded
+    sot_token = tok.encoder["<|startoftext|>"]
+    eot_token = tok.encoder["<|endoftext|>"]
+    all_tokens = [[sot_token] + tok.encode(text) + [eot_token] for text in texts]
+    result = []
+    for tokens in all_tokens:
+        if len(tokens) > context_length:
+            tokens = tokens[:context_length]
+            tokens[-1] = eot_token
+        result.append(tokens + [0] * (context_length - len(tokens)))
+    return result
 
 
-def tokens(merges, file):
+def tokens(merges, file, openai):
+    if openai:
+        import openai_simple_tokenizer as reference  # OpenAI's code verbatim (ftfy aside)
+
+        if hasattr(reference.ftfy, "checked"):
+            reference.ftfy.checked = False  # the stand-in: NFC alone, no domain checks
+            baseline = "OpenAI simple_tokenizer.py (regex module; ftfy stand-in: NFC only)"
+        else:
+            baseline = f"OpenAI simple_tokenizer.py (regex module; ftfy {reference.ftfy.__version__})"
+    else:
+        import simple_tokenizer as reference  # the standard-library port the trained-merges parity test checks
+
+        baseline = "standard-library port of simple_tokenizer.py (re, NFC)"
     with open(file, encoding="utf-8") as f:
         texts = json.load(f)
     best = float("inf")
     checksum = 0
     for _ in range(3):
-        tok = SimpleTokenizer(merges)  # the constructor is not timed; each pass starts with an empty cache
+        tok = reference.SimpleTokenizer(merges)  # the constructor is not timed; each pass starts with an empty cache
         start = time.perf_counter()
-        rows = tokenize(tok, texts)
+        rows = clip_tokenize(tok, texts)
         best = min(best, time.perf_counter() - start)
         checksum = sum(sum(r) for r in rows)
-    print(json.dumps({"captions": len(texts), "seconds": best, "checksum": checksum}))
+    print(json.dumps({"captions": len(texts), "seconds": best, "checksum": checksum, "baseline": baseline}))
 
 
 if __name__ == "__main__":
@@ -111,6 +134,6 @@ if __name__ == "__main__":
     elif cmd == "images":
         images(sys.argv[2], int(sys.argv[3]))
     elif cmd == "tokens":
-        tokens(sys.argv[2], sys.argv[3])
+        tokens(sys.argv[2], sys.argv[3], sys.argv[4:] == ["openai"])
     else:
         raise SystemExit(f"unknown command {cmd}")

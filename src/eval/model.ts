@@ -163,7 +163,8 @@ function evalModel(
     if (tokenizer === null) {
       throw new EvalModelError(
         `${path} is an official checkpoint and carries no tokenizer: pass --bpe with its BPE merges file ` +
-          "(OpenAI's bpe_simple_vocab_16e6.txt.gz for the released models)",
+          "(OpenAI's bpe_simple_vocab_16e6.txt.gz for the released models; " +
+          "`deno task data openai-bpe --out bpe_simple_vocab_16e6.txt.gz` writes it)",
       );
     }
     return tokenizer;
