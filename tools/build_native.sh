@@ -14,7 +14,14 @@ if [[ -f $build/libdetailclip.so && -f $stamp && "$(cat "$stamp")" == "$sources_
   exit 0
 fi
 cmake_args=(-S "$root/native" -B "$build" -DCMAKE_BUILD_TYPE=Release)
-[[ -n ${TORCH_PREFIX:-} ]] && cmake_args+=("-DCMAKE_PREFIX_PATH=$TORCH_PREFIX")
+if [[ -n ${TORCH_PREFIX:-} ]]; then
+  cmake_args+=("-DCMAKE_PREFIX_PATH=$TORCH_PREFIX")
+  # TorchConfig.cmake finds c10, torch and c10_cuda with plain find_library calls, whose search prefers the system's
+  # copies (Debian's libtorch-dev) to the folder beside the libtorch asked for: one process would then load two c10
+  # versions. CMAKE_LIBRARY_PATH is searched before the system folders.
+  torch_lib=$(cd "$TORCH_PREFIX/../.." 2>/dev/null && pwd)/lib
+  [[ -f $torch_lib/libc10.so ]] && cmake_args+=("-DCMAKE_LIBRARY_PATH=$torch_lib")
+fi
 if [[ ! -f $build/CMakeCache.txt ]]; then
   echo "detailclip: configuring the native library (libtorch via CMake)" >&2
   cmake "${cmake_args[@]}" >"$root/native/.cmake-configure.log" 2>&1 || {
@@ -24,8 +31,13 @@ if [[ ! -f $build/CMakeCache.txt ]]; then
   }
 fi
 echo "detailclip: building the native library (native/build/libdetailclip.so)" >&2
-cmake --build "$build" -j"$(nproc)" 2>&1 | grep -Ev '^\[ *[0-9]+%\] (Building|Linking)|^-- ' >&2 || true
-if [[ ${PIPESTATUS[0]} -ne 0 ]]; then
+# The build's own status, not the filter's: grep finding nothing to print is not a failure, and under pipefail a
+# trailing `|| true` would replace PIPESTATUS with its own 0 and hide a failed build.
+status=0
+cmake --build "$build" -j"$(nproc)" 2>&1 | { grep -Ev '^\[ *[0-9]+%\] (Building|Linking)|^-- ' >&2 || true; } ||
+  status=$?
+if [[ $status -ne 0 || ! -f $build/libdetailclip.so ]]; then
+  rm -f "$stamp"
   echo "detailclip: native build failed (see the compiler messages above)" >&2
   exit 1
 fi

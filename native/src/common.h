@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h> // at::NoGradGuard: ATen.h stopped bringing it in 2.x
 #include <torch/version.h>
 
 #include <atomic>
