@@ -30,7 +30,7 @@ if [[ ! -f $build/CMakeCache.txt ]]; then
     exit 1
   }
 fi
-echo "detailclip: building the native library (native/build/libdetailclip.so)" >&2
+echo "detailclip: building the native library (${build#$root/}/libdetailclip.so)" >&2
 # The build's own status, not the filter's: grep finding nothing to print is not a failure, and under pipefail a
 # trailing `|| true` would replace PIPESTATUS with its own 0 and hide a failed build.
 status=0
