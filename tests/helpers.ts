@@ -166,3 +166,21 @@ export function quietly<T>(fn: () => T): T {
     console.error = error;
   }
 }
+
+/** Where tools/setup.sh installs timm for tests/export_check.py; absent when the local package index lacked it. */
+export const PYLIB_DIR: string = new URL("../.tools/pylib", import.meta.url).pathname;
+
+/** The environment for python3 running tests/export_check.py: .tools/pylib first on PYTHONPATH, so timm is used. */
+export function pylibEnv(): Record<string, string> {
+  const inherited = Deno.env.get("PYTHONPATH");
+  return { PYTHONPATH: inherited ? `${PYLIB_DIR}:${inherited}` : PYLIB_DIR };
+}
+
+/** Whether tools/setup.sh installed timm into .tools/pylib. */
+export function timmInstalled(): boolean {
+  try {
+    return Deno.statSync(`${PYLIB_DIR}/timm`).isDirectory;
+  } catch {
+    return false;
+  }
+}

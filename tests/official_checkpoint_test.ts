@@ -23,7 +23,7 @@ import {
 } from "../src/train/official_checkpoint.ts";
 import { AdamW, officialParamGroups } from "../src/train/optimizer.ts";
 import { parseTrainOptions } from "../src/train/options.ts";
-import { assert, assertEquals, assertThrows, GOLDEN_DIR, quietly } from "./helpers.ts";
+import { assert, assertEquals, assertThrows, GOLDEN_DIR, pylibEnv, quietly } from "./helpers.ts";
 
 const PYTHON = "/usr/bin/python3";
 const FIXTURES = new URL("./official_fixtures.py", import.meta.url).pathname;
@@ -44,7 +44,7 @@ if (torchProbe !== null) {
 }
 
 function python(args: string[]): string {
-  const out = new Deno.Command(PYTHON, { args, stdout: "piped", stderr: "piped" }).outputSync();
+  const out = new Deno.Command(PYTHON, { args, env: pylibEnv(), stdout: "piped", stderr: "piped" }).outputSync();
   const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
   assert(out.success, `python3 ${args.join(" ")} failed:\n${text}`);
   return text;
@@ -295,7 +295,7 @@ test("savePt: torch.load returns a dict with our keys, dtypes and values, and we
 test("export backbone --out X.pt: torch.load gives timm's keys and shapes and the checkpoint's values", async () => {
   const dir = Deno.makeTempDirSync({ prefix: "dc_official_export_" });
   try {
-    const sizes = ["64", "2", "16", "224"]; // the golden dims: width, depth, patch, image size
+    const sizes = ["64", "2", "16", "224", "--heads", "4"]; // the golden dims: width, depth, patch, image size, heads
     for (const teacher of [false, true]) {
       const out = `${dir}/backbone-${teacher ? "teacher" : "student"}.pt`;
       const args = ["backbone", "--checkpoint", goldenPt(), "--out", out, ...(teacher ? ["--teacher"] : [])];
@@ -306,6 +306,7 @@ test("export backbone --out X.pt: torch.load gives timm's keys and shapes and th
     }
     // The check can fail: the student's tensors are not the teacher's (the golden teacher was perturbed).
     const wrong = new Deno.Command(PYTHON, {
+      env: pylibEnv(),
       args: [
         EXPORT_CHECK,
         `${dir}/backbone-student.pt`,
@@ -321,7 +322,8 @@ test("export backbone --out X.pt: torch.load gives timm's keys and shapes and th
     const { checkpoint } = await ourCheckpoint();
     const out = `${dir}/ours.pt`;
     assertEquals(quietly(() => runExport(["backbone", "--checkpoint", checkpoint, "--out", out])), 0);
-    const text = python([EXPORT_CHECK, out, "64", "2", "8", "64", "--values", checkpoint, "model.visual."]);
+    const oursSizes = ["64", "2", "8", "64", "--heads", "4"];
+    const text = python([EXPORT_CHECK, out, ...oursSizes, "--values", checkpoint, "model.visual."]);
     assert(text.startsWith("ok 30"), `export_check.py (ours): ${text}`);
   } finally {
     Deno.removeSync(dir, { recursive: true });

