@@ -16,7 +16,7 @@ import { CLIP } from "../src/models/clip.ts";
 import { type ClipConfig, modelPreset } from "../src/models/configs.ts";
 import { liveTensors, manualSeed, setNumThreads, Tensor, tidy } from "../src/torch/internal.ts";
 import { AdamW, officialParamGroups } from "../src/train/optimizer.ts";
-import { median } from "./train_step.ts";
+import { cpuSample, foreignCores, median, readLines } from "./train_step.ts";
 
 const usage = "usage: deno task bench:openclip [--batch B] [--steps N] [--threads T] [--warmup W] [--rounds R] " +
   "[--no-baseline] [--json]";
@@ -141,44 +141,6 @@ class OpenClipBaseline {
     await this.#writer.close().catch(() => {});
     await this.#child.status;
   }
-}
-
-async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
-  const decoder = new TextDecoder();
-  let pending = "";
-  for await (const chunk of stream) {
-    pending += decoder.decode(chunk, { stream: true });
-    let newline: number;
-    while ((newline = pending.indexOf("\n")) >= 0) {
-      yield pending.slice(0, newline);
-      pending = pending.slice(newline + 1);
-    }
-  }
-  if (pending.length > 0) yield pending;
-}
-
-// ---- machine load (as bench/train_step.ts measures it) ------------------------------------------------------------
-interface CpuSample {
-  busy: number;
-  total: number;
-  process: number;
-}
-
-function cpuSample(pid: number): CpuSample {
-  const fields = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/).slice(1, 9).map(Number);
-  const total = fields.reduce((a, b) => a + b, 0);
-  const idle = fields[3] + fields[4];
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  const after = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return { busy: total - idle, total, process: Number(after[11]) + Number(after[12]) };
-}
-
-/** Cores kept busy by other processes between two samples of process `pid` (the timed one). */
-function foreignCores(before: CpuSample, after: CpuSample, cores: number): number {
-  const total = after.total - before.total;
-  if (total <= 0) return 0;
-  const foreign = after.busy - before.busy - (after.process - before.process);
-  return Math.max(0, foreign) / total * cores;
 }
 
 // ---- main ---------------------------------------------------------------------------------------------------------

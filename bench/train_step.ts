@@ -308,7 +308,8 @@ export class Baseline {
   }
 }
 
-async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+/** The lines of a byte stream (a baseline subprocess's stdout). */
+export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
   const decoder = new TextDecoder();
   let pending = "";
   for await (const chunk of stream) {
@@ -324,13 +325,13 @@ async function* readLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<st
 
 // ---- machine load -------------------------------------------------------------------------------------------------
 /** CPU time of the whole machine (busy and total, in clock ticks) and of one process (its utime + stime). */
-interface CpuSample {
+export interface CpuSample {
   busy: number;
   total: number;
   process: number;
 }
 
-function cpuSample(pid: number): CpuSample {
+export function cpuSample(pid: number): CpuSample {
   const fields = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/).slice(1, 9).map(Number);
   const total = fields.reduce((a, b) => a + b, 0);
   const idle = fields[3] + fields[4]; // idle + iowait
@@ -340,7 +341,7 @@ function cpuSample(pid: number): CpuSample {
 }
 
 /** Cores kept busy by other processes between two samples of process `pid` (the timed one). */
-function foreignCores(before: CpuSample, after: CpuSample, cores: number): number {
+export function foreignCores(before: CpuSample, after: CpuSample, cores: number): number {
   const total = after.total - before.total;
   if (total <= 0) return 0;
   const foreign = after.busy - before.busy - (after.process - before.process);
