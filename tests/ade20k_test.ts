@@ -7,7 +7,7 @@
 import { deflateSync } from "node:zlib";
 import { runEval } from "../cli/eval.ts";
 import { NativeLoader } from "../src/data/loader.ts";
-import { crc32, encodePng } from "../src/data/png.ts";
+import { encodePng, pngChunk } from "../src/data/png.ts";
 import { IMAGENET_MEAN, IMAGENET_STD } from "../src/data/synthetic.ts";
 import {
   ADE20K_CLASSES,
@@ -125,15 +125,6 @@ function rawPng(
   rows: Uint8Array[],
   plte?: number[],
 ): Uint8Array {
-  const chunk = (type: string, data: Uint8Array): Uint8Array => {
-    const out = new Uint8Array(12 + data.length);
-    const view = new DataView(out.buffer);
-    view.setUint32(0, data.length);
-    for (let i = 0; i < 4; i++) out[4 + i] = type.charCodeAt(i);
-    out.set(data, 8);
-    view.setUint32(8 + data.length, crc32(out, 4, 8 + data.length));
-    return out;
-  };
   const header = new Uint8Array(13);
   new DataView(header.buffer).setUint32(0, width);
   new DataView(header.buffer).setUint32(4, height);
@@ -147,10 +138,10 @@ function rawPng(
   }
   const parts = [
     new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk("IHDR", header),
-    ...(plte ? [chunk("PLTE", Uint8Array.from(plte))] : []),
-    chunk("IDAT", new Uint8Array(deflateSync(raw))),
-    chunk("IEND", new Uint8Array(0)),
+    pngChunk("IHDR", header),
+    ...(plte ? [pngChunk("PLTE", Uint8Array.from(plte))] : []),
+    pngChunk("IDAT", new Uint8Array(deflateSync(raw))),
+    pngChunk("IEND", new Uint8Array(0)),
   ];
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   at = 0;

@@ -32,7 +32,8 @@ export function crc32(bytes: Uint8Array, start = 0, end: number = bytes.length):
   return (c ^ 0xffffffff) >>> 0;
 }
 
-function chunk(type: string, data: Uint8Array): Uint8Array {
+/** One PNG chunk: length (4, big-endian), type (4 ASCII), data, CRC over type + data. */
+export function pngChunk(type: string, data: Uint8Array): Uint8Array {
   // A chunk is length (4, big-endian), type (4 ASCII), data, CRC over type + data.
   const out = new Uint8Array(12 + data.length);
   const view = new DataView(out.buffer);
@@ -83,7 +84,12 @@ export function encodePng(width: number, height: number, pixels: Uint8Array, col
   }
   const compressed = new Uint8Array(deflateSync(raw));
 
-  const parts = [SIGNATURE, chunk("IHDR", header), chunk("IDAT", compressed), chunk("IEND", new Uint8Array(0))];
+  const parts = [
+    SIGNATURE,
+    pngChunk("IHDR", header),
+    pngChunk("IDAT", compressed),
+    pngChunk("IEND", new Uint8Array(0)),
+  ];
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let offset = 0;
   for (const p of parts) {
