@@ -25,33 +25,17 @@ import {
 } from "../src/data/loader.ts";
 import { ClipTokenizer } from "../src/data/tokenizer.ts";
 import { trainBpe } from "../src/data/bpe_trainer.ts";
-import { liveTensors, NativeLibraryError, type Tensor } from "../src/torch/mod.ts";
+import { liveTensors, type Tensor } from "../src/torch/mod.ts";
 import { codes } from "../src/torch/symbols.ts";
-import { assert, assertClose, assertEquals, assertThrows } from "./helpers.ts";
+import { assert, assertClose, assertEquals, assertThrows, nativeOrPilMissing } from "./helpers.ts";
 
 // ---- environment and fixtures ------------------------------------------------------------------------------------
 
 const PYTHON = "/usr/bin/python3";
 const SCRIPT = new URL("./data_fixtures.py", import.meta.url).pathname;
 
-function probe(): string {
-  try {
-    liveTensors();
-  } catch (error) {
-    if (!(error instanceof NativeLibraryError)) throw error;
-    return error.message;
-  }
-  try {
-    const result = new Deno.Command(PYTHON, { args: ["-c", "import PIL, numpy"], stderr: "piped" }).outputSync();
-    if (!result.success) return "python3 lacks PIL or numpy (apt-get install python3-pil python3-numpy)";
-  } catch {
-    return `${PYTHON} not found`;
-  }
-  return "";
-}
-
-const missing = probe();
-if (missing !== "") console.warn(`data_pipeline tests skipped: ${missing}`);
+const missing = nativeOrPilMissing();
+if (missing !== null) console.warn(`data_pipeline tests skipped: ${missing}`);
 
 function python(args: string[]): void {
   const result = new Deno.Command(PYTHON, { args: [SCRIPT, ...args], stdout: "piped", stderr: "piped" }).outputSync();
@@ -72,7 +56,7 @@ function fx(...parts: string[]): string {
 }
 
 function test(name: string, fn: () => void | Promise<void>): void {
-  Deno.test({ name: `data: ${name}`, ignore: missing !== "", fn });
+  Deno.test({ name: `data: ${name}`, ignore: missing !== null, fn });
 }
 
 /** Checks that fn leaves no tensor handle behind. */

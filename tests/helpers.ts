@@ -1,6 +1,6 @@
 // helpers.ts: the small assertion vocabulary the foundation tests share. Every comparison reports the worst element
 // (index, got, expected) so a failing test says what is wrong without a rerun.
-import { Tensor, TorchError } from "../src/torch/mod.ts";
+import { liveTensors, NativeLibraryError, Tensor, TorchError } from "../src/torch/mod.ts";
 
 export class AssertionError extends Error {
   constructor(message: string) {
@@ -182,5 +182,25 @@ export function timmInstalled(): boolean {
     return Deno.statSync(`${PYLIB_DIR}/timm`).isDirectory;
   } catch {
     return false;
+  }
+}
+
+/**
+ * Why the tests that decode python-written image fixtures cannot run here (the native library does not load, or
+ * /usr/bin/python3 lacks PIL or numpy), or null when they can.
+ */
+export function nativeOrPilMissing(): string | null {
+  try {
+    liveTensors();
+  } catch (error) {
+    if (!(error instanceof NativeLibraryError)) throw error;
+    return error.message;
+  }
+  try {
+    const result = new Deno.Command("/usr/bin/python3", { args: ["-c", "import PIL, numpy"], stderr: "piped" })
+      .outputSync();
+    return result.success ? null : "python3 lacks PIL or numpy (apt-get install python3-pil python3-numpy)";
+  } catch {
+    return "/usr/bin/python3 not found";
   }
 }

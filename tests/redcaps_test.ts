@@ -8,8 +8,8 @@ import { readRedCapsTable, RedCapsError, redcapsFiles, redcapsTrainSource } from
 import { csvTrainSource } from "../src/data/csv.ts";
 import { ClipTokenizer } from "../src/data/tokenizer.ts";
 import { trainBpe, writeMerges } from "../src/data/bpe_trainer.ts";
-import { liveTensors, NativeLibraryError, type Tensor } from "../src/torch/mod.ts";
-import { assert, assertEquals, assertThrows } from "./helpers.ts";
+import { liveTensors, type Tensor } from "../src/torch/mod.ts";
+import { assert, assertEquals, assertThrows, nativeOrPilMissing } from "./helpers.ts";
 
 const PYTHON = "/usr/bin/python3";
 
@@ -97,20 +97,7 @@ with open(os.path.join(out, "info_only.json"), "w") as f:
     json.dump({"info": {"subreddit": "pics"}}, f)
 `;
 
-const missing = (() => {
-  try {
-    liveTensors();
-  } catch (error) {
-    if (!(error instanceof NativeLibraryError)) throw error;
-    return error.message;
-  }
-  try {
-    const result = new Deno.Command(PYTHON, { args: ["-c", "import PIL, numpy"], stderr: "piped" }).outputSync();
-    return result.success ? null : "python3 lacks PIL or numpy";
-  } catch {
-    return `${PYTHON} not found`;
-  }
-})();
+const missing = nativeOrPilMissing();
 if (missing !== null) console.warn(`redcaps tests skipped: ${missing}`);
 
 let dir: string | null = null;

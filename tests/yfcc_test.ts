@@ -18,9 +18,9 @@ import { type ImageRef, imageSkipReason, NativeLoader } from "../src/data/loader
 import { ClipTokenizer } from "../src/data/tokenizer.ts";
 import { trainBpe, writeMerges } from "../src/data/bpe_trainer.ts";
 import { ZIP_DEFLATED, ZipArchive } from "../src/data/zip.ts";
-import { liveTensors, NativeLibraryError, type Tensor } from "../src/torch/mod.ts";
+import { liveTensors, type Tensor } from "../src/torch/mod.ts";
 import { main as yfccToCsv } from "../cli/data_yfcc.ts";
-import { assert, assertEquals, assertThrows } from "./helpers.ts";
+import { assert, assertEquals, assertThrows, nativeOrPilMissing } from "./helpers.ts";
 
 const PYTHON = "/usr/bin/python3";
 const SCRIPT = String.raw`
@@ -254,17 +254,7 @@ with open(os.path.join(out, "clean.csv"), "w", newline="") as f:
     w.writerows(csv_rows)
 `;
 
-const nativeMissing = (() => {
-  if (pythonMissing !== null) return pythonMissing;
-  try {
-    liveTensors();
-  } catch (error) {
-    if (!(error instanceof NativeLibraryError)) throw error;
-    return error.message;
-  }
-  const result = new Deno.Command(PYTHON, { args: ["-c", "import PIL, numpy"], stderr: "piped" }).outputSync();
-  return result.success ? null : "python3 lacks PIL or numpy";
-})();
+const nativeMissing = pythonMissing ?? nativeOrPilMissing();
 if (nativeMissing !== null && pythonMissing === null) console.warn(`yfcc zip tests skipped: ${nativeMissing}`);
 
 let zipDir: string | null = null;
