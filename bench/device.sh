@@ -4,7 +4,7 @@
 #    cannot find them, the image libraries from .carry/debs;
 # 2. builds libdetailclip against python3's CUDA PyTorch (kernels for sm_80/sm_90) in /tmp/dc_build_device;
 # 3. CUDA tests: tests/kernels_test.ts (kernels vs the CPU reference), tests/token_selection_test.ts, and the golden
-#    step on CUDA in fp32 with TF32 off (`deno task golden --device cuda`, ref .carry/golden_tiny or ../shared/...);
+#    step on CUDA in fp32 with TF32 off (`deno task golden --device cuda`, ref tests/fixtures/golden/tiny);
 # 4. benchmarks the ViT-B/16 DetailCLIP training step, bf16, batch 128 and 256: ours (bench/device_step.ts) and PyTorch
 #    eager (bench/device_step_baseline.py) on the same card in the same run: ms/step, images/s, peak memory, MFU.
 # Writes $OUT/device.log (everything), $OUT/summary.json (all results) and the JSON lines of each benchmark.
@@ -78,8 +78,7 @@ grep -E "detailclip:" native/.cmake-configure.log 2>/dev/null
 say "tests: kernels vs CPU reference, token selection"
 timeout 600 deno test --allow-all --unstable-ffi tests/kernels_test.ts tests/token_selection_test.ts ||
   failures+=("kernel/token-selection tests")
-ref=.carry/golden_tiny
-[[ -d $ref ]] || ref=../shared/golden/tiny
+ref=tests/fixtures/golden/tiny
 say "golden step on CUDA (fp32, TF32 off) against $ref"
 timeout 300 deno task golden --ref "$ref" --device cuda || failures+=("golden on cuda")
 

@@ -1,5 +1,5 @@
 # train_step_baseline.py: one official DetailCLIP training step in PyTorch eager (Debian's python3-torch 1.13, CPU,
-# fp32), written from ../shared/SPEC.md §2-§5 for bench/train_step.ts to time beside ours. It first checks that it is
+# fp32), written from docs/model.md and docs/training.md for bench/train_step.ts to time beside ours. It first checks that it is
 # the official computation (losses equal meta.json's, masks equal outputs.safetensors', parameters after the step
 # equal after.safetensors'), then times N steps of: EMA update, teacher (with CLS attention), masks, student,
 # decoder, heads, text, losses with the center update, backward, AdamW (official groups), zero_grad, clamp.

@@ -1,6 +1,6 @@
 // golden.ts: `deno task golden --ref DIR [--out DIR2]` runs one official DetailCLIP training step from golden files
-// (shared/golden/ layout: meta.json, weights/inputs safetensors) and compares every tensor it produces with DIR's
-// outputs/grads/after files under the tolerances of shared/golden/README.md. It prints the worst tensor of each file
+// (tests/fixtures/golden/ layout: meta.json, weights/inputs safetensors) and compares every tensor it produces with DIR's
+// outputs/grads/after files under the tolerances of tests/fixtures/golden/README.md. It prints the worst tensor of each file
 // and exits 1 when any tolerance is exceeded. Nothing is specialised to one configuration: dims come from meta.json.
 import { parseArgs } from "node:util";
 import { DetailCLIP, type DetailClipOutputs } from "../src/models/detailclip.ts";
@@ -103,7 +103,7 @@ interface Produced {
   after: Map<string, Tensor>;
 }
 
-/** The official step, in the official order (shared/golden/README.md "Step order"). */
+/** The official step, in the official order (tests/fixtures/golden/README.md "Step order"). */
 function runGoldenStep(ref: string, meta: GoldenMeta, device: Device, weights?: string): Produced {
   const model = buildGoldenModel(ref, meta, weights);
   const config = model.config;

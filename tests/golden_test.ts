@@ -1,4 +1,4 @@
-// golden_test.ts: the parity contract. `deno task golden --ref shared/golden/tiny` must pass (exit 0) as a user
+// golden_test.ts: the parity contract. `deno task golden --ref tests/fixtures/golden/tiny` must pass (exit 0) as a user
 // runs it, and a deliberately perturbed reference must make it fail (exit 1), so the comparison itself can fail.
 import { assert, assertEquals, GOLDEN_DIR } from "./helpers.ts";
 
@@ -11,7 +11,7 @@ function golden(ref: string, out?: string): { code: number; stdout: string; stde
   return { code: result.code, stdout: decoder.decode(result.stdout), stderr: decoder.decode(result.stderr) };
 }
 
-Deno.test("golden step on shared/golden/tiny is within tolerance", () => {
+Deno.test("golden step on tests/fixtures/golden/tiny is within tolerance", () => {
   const out = Deno.makeTempDirSync();
   const result = golden(GOLDEN_DIR, out);
   assertEquals(result.code, 0, `golden failed:\n${result.stdout}\n${result.stderr}`);

@@ -150,9 +150,9 @@ export function strides(shape: readonly number[]): number[] {
   return out;
 }
 
-/** The golden reference folder: $DETAILCLIP_GOLDEN, else shared/golden/tiny beside the repository (as CI lays it). */
+/** The golden reference folder: $DETAILCLIP_GOLDEN, else the copy inside the repository (tests/fixtures/golden/tiny). */
 export const GOLDEN_DIR: string = Deno.env.get("DETAILCLIP_GOLDEN") ??
-  new URL("../../shared/golden/tiny", import.meta.url).pathname;
+  new URL("./fixtures/golden/tiny", import.meta.url).pathname;
 
 /** Runs fn with console.log and console.error silenced (commands print tables and progress), restoring them after. */
 export function quietly<T>(fn: () => T): T {

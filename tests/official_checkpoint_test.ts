@@ -70,7 +70,7 @@ globalThis.addEventListener("unload", () => {
 });
 
 let goldenPtPath: string | null = null;
-/** shared/golden/tiny as an official checkpoint (written once per test run). */
+/** tests/fixtures/golden/tiny as an official checkpoint (written once per test run). */
 function goldenPt(): string {
   if (goldenPtPath === null) {
     const dir = Deno.makeTempDirSync({ prefix: "dc_official_golden_" });

@@ -4,7 +4,7 @@
 # state_dict over the official two parameter groups), scaler, best_acc, args (argparse.Namespace)}.
 # safetensors files are read with json + struct (no safetensors package).
 #
-#   golden WEIGHTS META OUT.pt ORDER.json from shared/golden/tiny: weights.safetensors + meta.json (args.model 'tiny');
+#   golden WEIGHTS META OUT.pt ORDER.json from tests/fixtures/golden/tiny: weights.safetensors + meta.json (args.model 'tiny');
 #                                         some tensors are saved as strided views (a transpose, an offset slice) and
 #                                         the optimizer state comes from one real AdamW step over the trainable
 #                                         parameters in ORDER.json's order (named_parameters order; the golden files

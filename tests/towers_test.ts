@@ -1,7 +1,7 @@
 // towers_test.ts: the vision, text and iBOT-head towers. Parameter counts against SPEC §8; state-dict keys and shapes
 // against the official golden weights; seeded construction against Python mirrors of the official constructors
 // (timm 0.5.4 init order, CLIP's initialize_parameters, iBOT's head); init statistics; forwards against PyTorch
-// reference code fed the same weights; and the official DetailCLIP outputs in /work/shared/golden/tiny (teacher CLS
+// reference code fed the same weights; and the official DetailCLIP outputs in tests/fixtures/golden/tiny (teacher CLS
 // attention, teacher iBOT logits, student image embedding on the kept tokens, text embedding).
 import { IBOTHead } from "../src/models/heads.ts";
 import { causalMask, encodeText, initTextTransformer, type TextParts, TextTransformer } from "../src/models/text.ts";

@@ -26,7 +26,7 @@ echo "check_torch_wheel: libtorch from $name"
 export TORCH_PREFIX=$dir/torch/share/cmake DC_BUILD_DIR=$root/native/build-torch2
 export DETAILCLIP_LIB=$DC_BUILD_DIR/libdetailclip.so DETAILCLIP_LIBTORCH=$dir/torch/lib
 bash tools/build_native.sh
-deno task golden --ref "${DETAILCLIP_GOLDEN:-../shared/golden/tiny}"
+deno task golden --ref "${DETAILCLIP_GOLDEN:-tests/fixtures/golden/tiny}"
 tests=("$@")
 [[ ${#tests[@]} -gt 0 ]] || tests=(tests/ops_test.ts tests/gradcheck_test.ts tests/nn_test.ts tests/losses_test.ts
   tests/token_selection_test.ts tests/memory_test.ts tests/official_checkpoint_test.ts tests/eval_test.ts)

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # pack_deno.sh: fills the git-ignored .carry/ folder that bench/device.sh needs on a lent GPU machine, which has no
-# internet and no Deno: .carry/deno.xz (xz -9 of this Deno binary), .carry/golden_tiny (a copy of
-# ../shared/golden/tiny, which does not travel with the checkout) and .carry/debs (Debian bookworm packages of the
+# internet and no Deno: .carry/deno.xz (xz -9 of this Deno binary), and .carry/debs (Debian bookworm packages of the
 # image libraries and pkg-config that the native build needs: the GPU image lacks them; bookworm's glibc 2.36 is older
 # than the image's). Then checks that the tree that travels (tracked + untracked-not-ignored files + .carry) fits the
 # device tool's 64 MiB. Usage: bash tools/pack_deno.sh [--no-debs]
@@ -15,9 +14,7 @@ if [[ ! -f .carry/deno.xz || $deno_bin -nt .carry/deno.xz ]]; then
   echo "pack_deno: compressing $deno_bin (xz -9, about 90 s)" >&2
   xz -9 -T0 -c "$deno_bin" >.carry/deno.xz.tmp && mv .carry/deno.xz.tmp .carry/deno.xz
 fi
-if [[ -d ../shared/golden/tiny ]]; then
-  rm -rf .carry/golden_tiny && cp -r ../shared/golden/tiny .carry/golden_tiny && chmod -R u+w .carry/golden_tiny
-fi
+rm -rf .carry/golden_tiny # the golden files travel with the checkout now (tests/fixtures/golden/tiny)
 if [[ ${1:-} != --no-debs ]]; then
   mkdir -p .carry/debs
   (cd .carry/debs && apt-get download -q libturbojpeg0 libturbojpeg0-dev libjpeg62-turbo libpng16-16 libpng-dev \

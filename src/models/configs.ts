@@ -90,7 +90,7 @@ function clip(name: keyof typeof backbones): unknown {
   return { kind: "clip", name: `CLIP_${name}`, embedDim: 512, vision: backbones[name], text: openaiText };
 }
 
-/** The dimensions of the golden reference step (shared/golden/tiny/meta.json). */
+/** The dimensions of the golden reference step (tests/fixtures/golden/tiny/meta.json). */
 const tiny = {
   kind: "detailclip",
   name: "tiny",

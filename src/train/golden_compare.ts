@@ -1,5 +1,5 @@
 // golden_compare.ts: compares tensors with reference tensors under the golden files' tolerances
-// (shared/golden/README.md) and reports the worst tensor of each file, never an average.
+// (tests/fixtures/golden/README.md) and reports the worst tensor of each file, never an average.
 import { noGrad, type Tensor, tidy } from "../torch/mod.ts";
 
 export type Rule =

@@ -1,4 +1,4 @@
-// golden_meta.ts: the schema of a golden reference folder's meta.json (shared/golden/README.md): the model dims in
+// golden_meta.ts: the schema of a golden reference folder's meta.json (tests/fixtures/golden/README.md): the model dims in
 // `hyper`, the step's hyper-parameters and the reference losses, and the model built from the folder's weights.
 // Shared by `deno task golden` and bench/train_step.
 import { z } from "zod";
