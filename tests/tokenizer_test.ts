@@ -117,14 +117,28 @@ Deno.test("hand-written merges: mergeCount keeps only the first merges", () => {
   }
 });
 
-Deno.test("merges files: a missing header, a malformed line and a missing file are reported", () => {
+Deno.test("merges files: the first line is a header whatever it holds, as OpenAI's reader skips it", () => {
   const dir = tempDir();
   try {
-    Deno.writeTextFileSync(`${dir}/noheader.txt`, "h e\nl l\n");
-    throws(
-      () => readMerges(`${dir}/noheader.txt`),
-      (e: Error) => e instanceof BpeFileError && /#version/.test(e.message),
-    );
+    const merges = Deno.readTextFileSync(writeTiny(dir)).split("\n").slice(1).join("\n");
+    const reference = ClipTokenizer.fromFile(writeTiny(dir));
+    // The header of the copies in OpenAI's CLIP, SLIP and DetailCLIP repositories, a blank line, and a merge-shaped line.
+    for (const header of ['"bpe_simple_vocab_16e6.txt#version: 0.2', "", "q z"]) {
+      Deno.writeTextFileSync(`${dir}/header.txt`, `${header}\n${merges}`);
+      const tok = ClipTokenizer.fromFile(`${dir}/header.txt`);
+      strictEqual(tok.vocabSize, reference.vocabSize, JSON.stringify(header));
+      deepStrictEqual(tok.encode("hello abac"), reference.encode("hello abac"), JSON.stringify(header));
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("merges files: an empty file, a malformed line and a missing file are reported", () => {
+  const dir = tempDir();
+  try {
+    Deno.writeTextFileSync(`${dir}/empty.txt`, "");
+    throws(() => readMerges(`${dir}/empty.txt`), (e: Error) => e instanceof BpeFileError && /empty/.test(e.message));
     Deno.writeTextFileSync(`${dir}/bad.txt`, "#version: 0.2\nh e\nl l x\n");
     throws(() => readMerges(`${dir}/bad.txt`), (e: Error) => e instanceof BpeFileError && /line 3/.test(e.message));
     throws(() => readMerges(`${dir}/absent.txt`), (e: Error) => e instanceof BpeFileError && /absent/.test(e.message));
@@ -875,9 +889,9 @@ const openAiMissing = (() => {
 })();
 if (openAiMissing !== null) console.warn(`skipping the parity tests with OpenAI's vocabulary: ${openAiMissing}`);
 
-async function runOpenAiDriver(mode: string, input: unknown): Promise<Record<string, unknown>> {
+async function runOpenAiDriver(mode: string, input: unknown, vocab = OPENAI_BPE): Promise<Record<string, unknown>> {
   const child = new Deno.Command(PYTHON, {
-    args: ["-c", OPENAI_DRIVER, OPENAI_BPE, new URL(".", import.meta.url).pathname, mode],
+    args: ["-c", OPENAI_DRIVER, vocab, new URL(".", import.meta.url).pathname, mode],
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
@@ -1501,6 +1515,43 @@ Deno.test({
     if (group.length > 0) captions.push(group.join(" "));
     ok(bmp > 50_000 && astral > 15_000, `${bmp} BMP and ${astral} astral code points`);
     await compareWithOpenAi(captions, `OpenAI parity, ${bmp} BMP and ${astral} astral code points`);
+  },
+});
+
+Deno.test({
+  name:
+    `OpenAI parity: \`tokenize --bpe\` takes the vocabulary as OpenAI's, SLIP's and DetailCLIP's repositories ship ` +
+    `it (first line '"bpe_simple_vocab_16e6.txt#version: 0.2')${openAiNote}`,
+  ignore: openAiIgnore,
+  async fn() {
+    const dir = tempDir();
+    try {
+      const text = new TextDecoder().decode(gunzipSync(Deno.readFileSync(OPENAI_BPE)));
+      const shipped = '"bpe_simple_vocab_16e6.txt#version: 0.2' + text.slice(text.indexOf("\n"));
+      const vocab = `${dir}/bpe_simple_vocab_16e6.txt.gz`;
+      Deno.writeFileSync(vocab, gzipSync(new TextEncoder().encode(shipped)));
+      const captions = ["a photo of a cat.", "Two dogs playing in the snow!!", "naïve café 123 🙂", "x".repeat(300)];
+      const run = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--allow-all",
+          new URL("../cli/main.ts", import.meta.url).pathname,
+          "tokenize",
+          "--bpe",
+          vocab,
+          ...captions,
+        ],
+        stdout: "piped",
+        stderr: "piped",
+      }).outputSync();
+      const stderr = new TextDecoder().decode(run.stderr);
+      strictEqual(run.code, 0, stderr);
+      const rows = new TextDecoder().decode(run.stdout).trim().split("\n").map((line) => JSON.parse(line));
+      const reference = await runOpenAiDriver("encode", captions, vocab);
+      deepStrictEqual(rows, (reference.results as [number[], number[], number[]][]).map((r) => r[2]));
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
   },
 });
 
