@@ -1,11 +1,11 @@
 // bench/data.ts: the data path's throughput on one core. (1) decode + two augmented 224 px views (the official train
-// transform, SPEC §6.2) through the native loader with one worker thread, against PIL + torchvision (Debian's
-// python3-torchvision, one thread) on the same generated JPEGs in the same run; (2) captions/s of our ClipTokenizer
-// (ids into the (B, 77) int64 tensor) against OpenAI's SimpleTokenizer on the same captions and merges: OpenAI's own
-// simple_tokenizer.py (tests/openai_simple_tokenizer.py) with OpenAI's vocabulary when .tools/ holds it (`./dc setup`)
-// and python3-regex is installed; otherwise the standard-library port (tests/simple_tokenizer.py) with merges learned
-// from the captions, and the output says which ran. bench/data_baseline.py is the Python side and also writes the
-// JPEGs (PIL, quality 90, 4:2:0).
+// transform, docs/data.md#image-transforms) through the native loader with one worker thread, against PIL + torchvision
+// (Debian's python3-torchvision, one thread) on the same generated JPEGs in the same run; (2) captions/s of our
+// ClipTokenizer (ids into the (B, 77) int64 tensor) against OpenAI's SimpleTokenizer on the same captions and merges:
+// OpenAI's own simple_tokenizer.py (tests/openai_simple_tokenizer.py) with OpenAI's vocabulary when .tools/ holds it
+// (`./dc setup`) and python3-regex is installed; otherwise the standard-library port (tests/simple_tokenizer.py) with
+// merges learned from the captions, and the output says which ran. bench/data_baseline.py is the Python side and also
+// writes the JPEGs (PIL, quality 90, 4:2:0).
 // Usage: deno task bench:data [--small N] [--large N] [--captions N] [--repeats N] [--token-rounds N]
 //                             [--tokenizer-only] [--json]
 import { parseArgs } from "node:util";

@@ -1,8 +1,8 @@
 # data_baseline.py: the Python side of bench/data.ts, run by it with /usr/bin/python3 (Debian's python3-pil,
 # python3-torch, python3-torchvision). Three commands, each printing one JSON line:
 #   make DIR SMALL LARGE   writes SMALL 500x375 and LARGE 1600x1200 JPEGs (quality 90, 4:2:0) to DIR
-#   images DIR REPEATS     the official train pipeline (SPEC 6.2; PIL + torchvision, two views) on every DIR/*.jpg,
-#                          on one thread; the best of REPEATS passes
+#   images DIR REPEATS     the official train pipeline (docs/data.md#image-transforms; PIL + torchvision, two
+#                          views) on every DIR/*.jpg, on one thread; the best of REPEATS passes
 #   tokens MERGES FILE [openai]
 #                          OpenAI's SimpleTokenizer on the captions in FILE (a JSON list), context 77; the best of 3
 #                          passes, each with a fresh cache. With `openai`: OpenAI's simple_tokenizer.py verbatim

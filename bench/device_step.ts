@@ -1,10 +1,11 @@
 // bench/device_step.ts: the ViT-B/16 DetailCLIP training step on a CUDA device (bench/device.sh runs it beside
 // bench/device_step_baseline.py, the same step in PyTorch eager, on the same card). The production step: EMA update,
 // teacher with the fused CLS-attention kernel, token selection kernel, student, decoder, heads (student patch head
-// at the removed patches, SPEC §12.8), text, losses, backward, AdamW (official groups), clamp, zero_grad; bf16
-// autocast by default. Random images and token ids (the arithmetic, not the data, sets the time). Prints one JSON
-// line: ms per step (median of --steps after --warmup, each step synchronised), images/s, peak allocated bytes and
-// MFU from SPEC §9's 241 GFLOPs per sample against --peak-tflops (H100/H200 SXM bf16 dense: 989).
+// at the removed patches, docs/parity.md#student-patch-head-at-removed-positions), text, losses, backward, AdamW
+// (official groups), clamp, zero_grad; bf16 autocast by default. Random images and token ids (the arithmetic, not the
+// data, sets the time). Prints one JSON line: ms per step (median of --steps after --warmup, each step synchronised),
+// images/s, peak allocated bytes and MFU from the 241 GFLOPs (docs/model.md#flops) per sample against --peak-tflops
+// (H100/H200 SXM bf16 dense: 989).
 // Usage: deno run -A --unstable-ffi bench/device_step.ts --batch N [--steps S] [--warmup W] [--precision bf16|fp32]
 //        [--peak-tflops P] [--device cuda]
 import { parseArgs } from "node:util";
@@ -26,7 +27,7 @@ import {
 } from "../src/torch/mod.ts";
 import { AdamW, officialParamGroups } from "../src/train/optimizer.ts";
 
-const FLOPS_PER_SAMPLE = 240.7e9; // SPEC §9: teacher fwd + 3x the trainable path's forward
+const FLOPS_PER_SAMPLE = 240.7e9; // docs/model.md#flops: teacher fwd + 3x the trainable path's forward
 
 function main(): number {
   const { values } = parseArgs({

@@ -1,10 +1,11 @@
 # device_step_baseline.py: the ViT-B/16 DetailCLIP training step in PyTorch eager on a CUDA device, the baseline that
 # bench/device.sh times beside bench/device_step.ts on the same card. It reuses bench/train_step_baseline.py's model,
-# losses and Trainer (written from SPEC §2-§5 and checked there against the golden step) with torch.set_default_device,
-# so every tensor they create lands on the GPU, and bf16 autocast as the official --amp path would. The official
-# teacher materialises the full (B, H, N, N) attention maps (it returns them for the CLS rows); that is the baseline.
-# Variants: "removed" (student patch head at the removed patches only, as ours) and, with --full, the official one.
-# Prints one JSON line per variant. Usage: python3 bench/device_step_baseline.py --batch N [--steps S] [--warmup W]
+# losses and Trainer (written from docs/model.md and docs/training.md and checked there against the golden step) with
+# torch.set_default_device, so every tensor they create lands on the GPU, and bf16 autocast as the official --amp path
+# would. The official teacher materialises the full (B, H, N, N) attention maps (it returns them for the CLS rows); that
+# is the baseline. Variants: "removed" (student patch head at the removed patches only, as ours) and, with --full, the
+# official one. Prints one JSON line per variant. Usage: python3 bench/device_step_baseline.py --batch N [--steps S]
+# [--warmup W]
 #        [--precision bf16|fp32] [--peak-tflops P] [--full]
 import argparse
 import importlib.util
@@ -13,7 +14,7 @@ import os
 import sys
 import time
 
-FLOPS_PER_SAMPLE = 240.7e9  # SPEC §9
+FLOPS_PER_SAMPLE = 240.7e9  # docs/model.md#flops
 
 
 def parse_args():
@@ -42,7 +43,8 @@ def load_reference_module():
     return module
 
 
-# ViT-B/16 DetailCLIP (SPEC §2, §5.6) in the hyper-parameter names train_step_baseline.DetailCLIP reads.
+# ViT-B/16 DetailCLIP (docs/model.md#model-presets, docs/training.md#hyperparameters) in the hyper-parameter names
+# train_step_baseline.DetailCLIP reads.
 HYPER = dict(vision_width=768, depth=12, heads=12, text_width=512, text_layers=12, text_heads=8, embed_dim=512,
              vocab=49408, context=77, head_hidden=2048, bottleneck=256, out_dim=8192, decoder_heads=16, seed=0)
 META = dict(hyper=HYPER, mask_ratio=0.5, lr=5e-4, wd=0.5, betas=[0.9, 0.98], eps=1e-8, student_temp=0.1,

@@ -2,8 +2,9 @@
 // (bench/train_step_baseline.py on Debian's python3-torch, the same libtorch 1.13) run in the same invocation.
 // The step is the one `deno task golden` checks: EMA update, teacher with CLS attention, masks, student, decoder,
 // heads, text, losses with the iBOT center update, backward, AdamW (official groups), zero_grad, logit-scale clamp.
-// It runs the production path: the student iBOT patch head is evaluated only at the removed patches (SPEC §12.8;
-// --full-student-patch evaluates it on every patch, as the official code and the golden check do).
+// It runs the production path: the student iBOT patch head is evaluated only at the removed patches
+// (docs/parity.md#student-patch-head-at-removed-positions; --full-student-patch evaluates it on every patch, as the
+// official code and the golden check do).
 // The model is built from DIR/meta.json's dims, loaded from DIR/weights.safetensors and trained on
 // DIR/inputs.safetensors; the first (untimed) step is checked against the golden total loss.
 // The share of the step spent outside libtorch is estimated from a separate counting pass (every native symbol

@@ -4,8 +4,9 @@
 # equal after.safetensors'), then times N steps of: EMA update, teacher (with CLS attention), masks, student,
 # decoder, heads, text, losses with the center update, backward, AdamW (official groups), zero_grad, clamp.
 # Two variants, both timed: the official one, which evaluates the student iBOT head on every patch, and one that
-# evaluates it only at the removed patches (all the patch loss reads, SPEC §12.8), as our production path does.
-# The CLS overwrite is the out-of-place form of SPEC §12.1 (the official in-place one fails without autocast).
+# evaluates it only at the removed patches (all the patch loss reads,
+# docs/parity.md#student-patch-head-at-removed-positions), as our production path does. The CLS overwrite is the
+# out-of-place form of docs/parity.md#cls-overwrite (the official in-place one fails without autocast).
 # Usage: python3 bench/train_step_baseline.py --ref DIR [--steps N] [--threads T] [--warmup W] [--phases]
 #        [--skip-verify] [--serve]; prints one JSON line (ms_per_step is the median).
 import argparse
@@ -138,7 +139,7 @@ class MaskVisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(patch, dim)
         self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-        self.patch_embed.proj.weight.requires_grad_(False)  # frozen random patch conv (SPEC §3.1)
+        self.patch_embed.proj.weight.requires_grad_(False)  # frozen random patch conv (docs/model.md#vision-encoder)
         self.patch_embed.proj.bias.requires_grad_(False)
 
     def forward_features(self, x, ids_keep=None, need_attn=False):
@@ -152,7 +153,8 @@ class MaskVisionTransformer(nn.Module):
         for blk in self.blocks:
             x, attn = blk(x)
             if need_attn:
-                cls_rows.append(attn[:, :, 0, 1:])  # (B, H, L): only the CLS rows are kept (SPEC §12.7)
+                # (B, H, L): only the CLS rows are kept (docs/parity.md#teacher-attention-memory)
+                cls_rows.append(attn[:, :, 0, 1:])
         x = self.norm(x)
         if not need_attn:
             return x, None
@@ -274,7 +276,8 @@ class DetailCLIP(nn.Module):
             t.data = t.data * m + s.data * (1.0 - m)
 
     def get_att_mask(self, attn):
-        """A-CLIP/DetailCLIP get_att_mask: 14×14 → 7×7 bilinear, keep the top int(49·ratio)+1 cells (SPEC §3.5)."""
+        """A-CLIP/DetailCLIP get_att_mask: 14×14 → 7×7 bilinear, keep the top int(49·ratio)+1 cells
+        (docs/model.md#attention-guided-token-removal)."""
         B, g = attn.shape[0], self.grid
         cells = g // 2
         masks = torch.ones((B, cells * cells), dtype=torch.bool)
@@ -287,7 +290,8 @@ class DetailCLIP(nn.Module):
 
     @staticmethod
     def mask_model_ids(mask):
-        """mask_model's index work: kept tokens first (a stable sort, SPEC §3.6), ids_restore its inverse."""
+        """mask_model's index work: kept tokens first (a stable sort, docs/model.md#student-token-removal),
+        ids_restore its inverse."""
         ids = torch.sort(mask.long(), dim=1, stable=True)[1]
         ids_restore = torch.argsort(ids, dim=1)
         n_keep = mask.shape[1] - int(mask[0].sum())
@@ -335,13 +339,15 @@ class DetailCLIP(nn.Module):
         lap("decoder")
         removed = None
         if not removed_only:
-            # Official: the whole decoder sequence with the encoder CLS in front (out of place, SPEC §12.1).
+            # Official: the whole decoder sequence with the encoder CLS in front (out of place,
+            # docs/parity.md#cls-overwrite).
             u_s = torch.cat([latent_u[:, :1], u_s[:, 1:]], dim=1)
             v_s = torch.cat([latent_v[:, :1], v_s[:, 1:]], dim=1)
             s_logits = self.ibot_head(torch.cat([u_s, v_s]))  # (2B, 1+L, K)
             student_cls, student_patch = s_logits[:, 0], s_logits[:, 1:]
         else:
-            # Only the CLS and the removed patches (SPEC §12.8): rows are the same, so the losses are the same.
+            # Only the CLS and the removed patches (docs/parity.md#student-patch-head-at-removed-positions): rows are
+            # the same, so the losses are the same.
             removed = torch.cat([removed_u, removed_v])  # (2B, R), raster order
             patches = torch.cat([u_s[:, 1:], v_s[:, 1:]])  # (2B, L, D)
             rows = torch.gather(patches, 1, removed.unsqueeze(-1).expand(-1, -1, patches.shape[2]))

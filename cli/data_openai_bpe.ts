@@ -22,7 +22,7 @@ const MODULE_PATH = "esm/bpe_simple_vocab_16e6.js";
 const GLUED_PREFIX = "bpe_simple_vocab_16e6.txt";
 const HEADER = "#version: 0.2";
 /** Lines of OpenAI's text: the header and 262,144 merges, each ending in "\n" (Python's split('\n') gives one more,
- * an empty string, hence SPEC §6.3's 262,146); OpenAI's code uses the first 48,894 merges. */
+ * an empty string, hence the 262,146 lines often quoted); OpenAI's code uses the first 48,894 merges. */
 export const OPENAI_BPE_LINES = 262_145;
 /** SHA-256 of the UTF-8 bytes of bpe_simple_vocab_16e6.txt as OpenAI ships it inside its .gz: the text from
  * "#version: 0.2\n" to the final "scare d\n" (3,194,958 bytes, 262,145 lines), without the package's glued name. */

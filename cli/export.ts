@@ -1,9 +1,10 @@
 // export.ts: `deno task export backbone --checkpoint P [--teacher] --out X.safetensors|X.pt`: the vision backbone
-// of a checkpoint as a flat dict of timm ViT tensors, what the official extract_backbone_weights.py writes (SPEC
-// §7.3): the `visual.` (student) or `visual_ema.` (teacher, --teacher) keys with the prefix stripped, no
-// image_projection, the frozen patch_embed included. The checkpoint is one of ours or an official `.pt` (the
-// extract_backbone_weights.py use case). safetensors by default: every framework reads it without unpickling; `.pt`
-// is written by libtorch's pickler, so Python's torch.load (and timm/mmseg tooling that expects it) reads it.
+// of a checkpoint as a flat dict of timm ViT tensors, what the official extract_backbone_weights.py writes
+// (docs/evaluation.md#backbone-export): the `visual.` (student) or `visual_ema.` (teacher, --teacher) keys with the
+// prefix stripped, no image_projection, the frozen patch_embed included. The checkpoint is one of ours or an official
+// `.pt` (the extract_backbone_weights.py use case). safetensors by default: every framework reads it without
+// unpickling; `.pt` is written by libtorch's pickler, so Python's torch.load (and timm/mmseg tooling that expects it)
+// reads it.
 import { CheckpointError, loadCheckpoint } from "../src/train/checkpoint.ts";
 import {
   isTorchCheckpoint,

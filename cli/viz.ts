@@ -14,7 +14,8 @@ import { UsageError } from "./usage_error.ts";
 
 const HELP = `usage: deno task viz tokens --checkpoint P --image FILE --out PNG [--mask-ratio R] [--device D]
 
-  Draws which patches DetailCLIP's EMA teacher keeps for the student (SPEC 3.5), three panels side by side:
+  Draws which patches DetailCLIP's EMA teacher keeps for the student (docs/model.md#attention-guided-token-removal),
+  three panels side by side:
     1. the input after the eval transform (Resize + CenterCrop to the model's image size)
     2. the teacher's CLS attention to each patch (mean over layers and heads), viridis over the image
     3. kept cells as they are, removed cells in dark grey, with the cell grid

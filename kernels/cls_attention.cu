@@ -1,9 +1,10 @@
-// cls_attention.cu: the teacher's CLS-row attention for token removal (SPEC 3.5 step 2, 12.7) without the (B, H, N, N)
-// map: one block per sample reads the packed qkv Linear output, forms softmax(scale * q_cls . k_j) over the N keys for
-// each head in turn, and adds the head sum of the patch columns (j >= 1) into a float32 running sum (B, N-1). The block
-// output of the layer still goes through libtorch's fused attention; this kernel replaces only the row-0 matmul,
-// softmax, slice, head sum and accumulate (five launches and two (B, H, N) temporaries per layer). Heads are summed
-// in a fixed order and reductions use a fixed shuffle tree, so the result is deterministic. No torch headers.
+// cls_attention.cu: the teacher's CLS-row attention for token removal (docs/parity.md#teacher-attention-memory) without
+// the (B, H, N, N) map: one block per sample reads the packed qkv Linear output, forms softmax(scale * q_cls . k_j)
+// over the N keys for each head in turn, and adds the head sum of the patch columns (j >= 1) into a float32 running sum
+// (B, N-1). The block output of the layer still goes through libtorch's fused attention; this kernel replaces only the
+// row-0 matmul, softmax, slice, head sum and accumulate (five launches and two (B, H, N) temporaries per layer). Heads
+// are summed in a fixed order and reductions use a fixed shuffle tree, so the result is deterministic. No torch
+// headers.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>

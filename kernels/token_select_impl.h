@@ -1,8 +1,9 @@
-// token_select_impl.h: the per-sample arithmetic of attention-guided token selection (SPEC 3.5 steps 3-5, 3.6), written
-// once as __host__ __device__ functions so that the very same code runs in the CUDA kernel (token_select.cu) and, on
-// the CPU, in the test binary (tests/kernels/token_select_test.cpp, driven by tests/kernels_test.ts) that compares it
-// with native/src/prune.cpp's reference, which uses an independent formulation (std::stable_sort). No torch and no
-// CUDA headers: a plain C++ compiler builds it once DC_HD is defined empty.
+// token_select_impl.h: the per-sample arithmetic of attention-guided token selection
+// (docs/model.md#attention-guided-token-removal), written once as __host__ __device__ functions so that the very same
+// code runs in the CUDA kernel (token_select.cu) and, on the CPU, in the test binary
+// (tests/kernels/token_select_test.cpp, driven by tests/kernels_test.ts) that compares it with native/src/prune.cpp's
+// reference, which uses an independent formulation (std::stable_sort). No torch and no CUDA headers: a plain C++
+// compiler builds it once DC_HD is defined empty.
 //
 // Contract (equal to prune.cpp bit for bit):
 // - Cell score = the cell x cell block mean, summed in double in raster order and rounded once to the score type

@@ -150,7 +150,7 @@ function tableEncoder(): { encodeText(tokens: Tensor): Tensor; table: Tensor } {
 const tokenizeTable = (texts: string[]): Tensor =>
   Tensor.fromArray(texts.map((t) => PROMPTS.indexOf(t)), [texts.length, 1], { dtype: "int64" });
 
-/** normalise each, mean, normalise: the recipe of SPEC §7.1 in float64 JS. */
+/** normalise each, mean, normalise: the recipe of docs/evaluation.md#zero-shot-classification in float64 JS. */
 function recipe(vectors: [number, number][]): number[] {
   const unit = (v: number[]): number[] => v.map((x) => x / Math.hypot(...v));
   const units = vectors.map(unit);

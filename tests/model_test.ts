@@ -1,6 +1,6 @@
-// model_test.ts: the assembled models: parameter counts of every preset (SPEC §8, built on the meta device),
-// gradients reach exactly the trainable parameters, the teacher starts as a copy and moves by EMA, state dicts
-// round-trip with the official keys, and a whole training step leaks no native handle.
+// model_test.ts: the assembled models: parameter counts of every preset (docs/model.md#parameter-counts, built on the
+// meta device), gradients reach exactly the trainable parameters, the teacher starts as a copy and moves by EMA, state
+// dicts round-trip with the official keys, and a whole training step leaks no native handle.
 import { buildPreset } from "../src/models/build.ts";
 import { type DetailClipConfig, modelPreset, parseModelConfig, presetNames } from "../src/models/configs.ts";
 import { DetailCLIP } from "../src/models/detailclip.ts";
@@ -40,7 +40,7 @@ function batch(config: DetailClipConfig, size: number): { u: Tensor; v: Tensor; 
   return { u, v, text: Tensor.fromArray(rows, [size, config.text.context], { dtype: "int64" }) };
 }
 
-Deno.test("parameter counts of every preset (SPEC §8 for ViT-B/16)", () => {
+Deno.test("parameter counts of every preset (docs/model.md for ViT-B/16)", () => {
   const expected: Record<string, [number, number]> = {
     DetailCLIP_VITB16: [299_127_553, 165_693_697],
     CLIP_VITB16: [149_619_969, 149_029_377],

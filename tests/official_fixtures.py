@@ -1,7 +1,7 @@
 # official_fixtures.py: writes official-format DetailCLIP checkpoints with Debian's python3-torch for
-# tests/official_checkpoint_test.ts, the way the official main.py saves them (SPEC §5.4): torch.save of
-# {epoch, state_dict (DDP `module.` keys, last_layer2 sharing last_layer's tensors), optimizer (torch.optim.AdamW
-# state_dict over the official two parameter groups), scaler, best_acc, args (argparse.Namespace)}.
+# tests/official_checkpoint_test.ts, the way the official main.py saves them (docs/training.md#checkpoints-and-resume):
+# torch.save of {epoch, state_dict (DDP `module.` keys, last_layer2 sharing last_layer's tensors), optimizer
+# (torch.optim.AdamW state_dict over the official two parameter groups), scaler, best_acc, args (argparse.Namespace)}.
 # safetensors files are read with json + struct (no safetensors package).
 #
 #   golden WEIGHTS META OUT.pt ORDER.json from tests/fixtures/golden/tiny: weights.safetensors + meta.json (args.model 'tiny');

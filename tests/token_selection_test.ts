@@ -304,7 +304,7 @@ test("random scores match interpolate -> stable descending argsort -> top cells 
       return expandCells(removed, 14, 14, 2);
     });
     checkSelection(got, fromMask(cellMasks), `ratio ${ratio}`);
-    // SPEC 3.6: ids_restore = argsort(argsort(mask)) with a stable sort.
+    // docs/model.md#student-token-removal: ids_restore = argsort(argsort(mask)) with a stable sort.
     const ids = got.mask.long().argsort(-1, { stable: true });
     const restore = ids.argsort(-1, { stable: true });
     assertEquals(rows(got.idsRestore), rows(restore), `ratio ${ratio} idsRestore vs argsort(argsort(mask))`);

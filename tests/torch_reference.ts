@@ -136,7 +136,8 @@ class VisionTransformer(nn.Module):
         self.patch_embed.proj.bias.requires_grad = False
     def forward_features(self, x, keep=None):
         # A-CLIP/DetailCLIP order: pos_embed on the patches, remove tokens, prepend cls + pos_embed[:, 0], blocks,
-        # norm; the teacher's attention is the full per-layer maps, stacked and averaged (SPEC 3.5).
+        # norm; the teacher's attention is the full per-layer maps, stacked and averaged
+        # (docs/model.md#attention-guided-token-removal).
         x = self.patch_embed(x) + self.pos_embed[:, 1:, :]
         if keep is not None:
             x = torch.gather(x, 1, keep.unsqueeze(-1).repeat(1, 1, x.shape[-1]))

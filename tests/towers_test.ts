@@ -1,8 +1,9 @@
-// towers_test.ts: the vision, text and iBOT-head towers. Parameter counts against SPEC §8; state-dict keys and shapes
-// against the official golden weights; seeded construction against Python mirrors of the official constructors
-// (timm 0.5.4 init order, CLIP's initialize_parameters, iBOT's head); init statistics; forwards against PyTorch
-// reference code fed the same weights; and the official DetailCLIP outputs in tests/fixtures/golden/tiny (teacher CLS
-// attention, teacher iBOT logits, student image embedding on the kept tokens, text embedding).
+// towers_test.ts: the vision, text and iBOT-head towers. Parameter counts against docs/model.md#parameter-counts;
+// state-dict keys and shapes against the official golden weights; seeded construction against Python mirrors of the
+// official constructors (timm 0.5.4 init order, CLIP's initialize_parameters, iBOT's head); init statistics; forwards
+// against PyTorch reference code fed the same weights; and the official DetailCLIP outputs in
+// tests/fixtures/golden/tiny (teacher CLS attention, teacher iBOT logits, student image embedding on the kept tokens,
+// text embedding).
 import { IBOTHead } from "../src/models/heads.ts";
 import { causalMask, encodeText, initTextTransformer, type TextParts, TextTransformer } from "../src/models/text.ts";
 import { MaskVisionTransformer } from "../src/models/vit.ts";
@@ -51,7 +52,7 @@ function perturbVectors(module: Module): void {
   }
 }
 
-// ---- parameter counts and init statistics at full size (SPEC §8, §3.1-3.3, §3.8) ----------------------------------
+// ---- parameter counts and init statistics at full size (docs/model.md) ----------------------------------
 
 leakFreeTest("ViT-B/16: 85,798,656 parameters, 85,208,064 trainable; timm init statistics; frozen random conv", () => {
   manualSeed(20);

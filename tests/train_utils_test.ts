@@ -1,6 +1,7 @@
 // train_utils_test.ts: the training run's bookkeeping: exact metric averages (against closed forms and against
-// the int() truncation of the official AverageMeter, SPEC §10.13), merging meters across ranks, JSONL appends
-// across writers and resumes, the progress line's format and throttling, and the loss-curve SVG's structure.
+// the int() truncation of the official AverageMeter, docs/parity.md#exact-epoch-averages), merging meters across ranks,
+// JSONL appends across writers and resumes, the progress line's format and throttling, and the loss-curve SVG's
+// structure.
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
 import { formatDuration, JsonlWriter, ProgressBar, readJsonl, significant } from "../src/train/logging.ts";
 import { MetricMeter } from "../src/train/metrics.ts";

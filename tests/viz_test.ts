@@ -2,8 +2,8 @@
 // known: the bitmap font and colour map, a confusion matrix whose row fractions give the cell colours, a 1,000-class
 // matrix that stays small and unlabelled, recall curves at 100% and 0% drawn on the top and bottom edges, a token map
 // with a hand-set mask (removed cells darker, kept cells untouched), and `deno task viz tokens` on a checkpoint from
-// a two-step training run: the stated kept cells are int(cells·ratio)+1 (SPEC §3.5) and exactly that many cells of
-// the third panel are undarkened.
+// a two-step training run: the stated kept cells are int(cells·ratio)+1 (docs/model.md#attention-guided-token-removal)
+// and exactly that many cells of the third panel are undarkened.
 import { runViz } from "../cli/viz.ts";
 import { UsageError } from "../cli/usage_error.ts";
 import { decodeImage } from "../src/data/loader.ts";

@@ -283,7 +283,7 @@ DC_API int32_t dc_amp_unscale_(const dc_tensor* grads, int64_t n, dc_tensor foun
 /* Total L2 norm of the gradients of the given parameters, as a 0-d f32 tensor (no host sync). */
 DC_API dc_tensor dc_grad_norm(const dc_tensor* params, int64_t n);
 
-/* ---- token selection (attention-guided token removal, SPEC 3.5/3.6; CPU reference in prune.cpp) ------------ */
+/* ---- token selection (docs/model.md#attention-guided-token-removal; CPU reference in prune.cpp) ----------------- */
 /* scores (B, grid_h*grid_w) float, e.g. the teacher's CLS->patch attention. Pools each cell x cell block of patches
  * into one cell score (the block mean accumulated in double: for cell 2 bit-identical to the official bilinear 2x
  * resize on libtorch 1.13), keeps the top min(floor(C*ratio) + 1, C) of the C cells (descending, ties to the lower
@@ -323,11 +323,11 @@ DC_API int64_t dc_dist_store_get(int64_t group, const char* key, void* out, int6
 /* ---- data pipeline (data.cpp): image decoding and augmentation on native worker threads ----------------------- */
 /* A loader owns a pool of worker threads that read encoded images (a whole file or a byte range of one, e.g. a tar
  * member, or a zip member, stored or deflated), decode them (JPEG via TurboJPEG with DCT down-scaling, PNG via libpng, WebP via libwebp) to RGB8 and write
- * the SPEC 6.2 train augmentation or the eval transform as normalized float32 (B, 3, S, S) views.
- * Loaders are named by positive int64 ids, not pointers, so a stale or twice-freed id is an error, never a crash.
- * Bad input never fails a call: every candidate image gets a status (DC_IMG_*), and each batch slot is filled by the
- * first candidate of its chain whose status is DC_IMG_OK. A sample's random stream depends only on
- * (seed, rank, epoch, sample index, view), never on the worker that ran it. */
+ * the train augmentation of docs/data.md#image-transforms or the eval transform as normalized float32 (B, 3, S, S)
+ * views. Loaders are named by positive int64 ids, not pointers, so a stale or twice-freed id is an error, never a
+ * crash. Bad input never fails a call: every candidate image gets a status (DC_IMG_*), and each batch slot is filled by
+ * the first candidate of its chain whose status is DC_IMG_OK. A sample's random stream depends only on (seed, rank,
+ * epoch, sample index, view), never on the worker that ran it. */
 /* Candidate status: 0 decoded; the others are the reasons an image is skipped; -1 in out_status means not tried. */
 #define DC_IMG_OK 0
 #define DC_IMG_MISSING 1
@@ -439,8 +439,9 @@ DC_API int32_t dc_crop_params(const double* config, int64_t n_config, int64_t wi
 DC_API int32_t dc_kernels_compiled(void);
 /* acc (B, N-1) float32 += sum over heads of softmax(scale * q_cls . k_j) for keys j = 1..N-1, from the packed qkv
  * Linear output (B, N, 3*heads*head_dim) ([q | k | v], heads contiguous in each third), so the teacher's CLS
- * attention never needs the (B, H, N, N) map (SPEC 3.5 step 2, 12.7). CUDA: one fused kernel (float32, float16 or
- * bfloat16 qkv; deterministic head order); CPU or a build without kernels: the libtorch composition. No gradient. */
+ * attention never needs the (B, H, N, N) map (docs/parity.md#teacher-attention-memory). CUDA: one fused kernel
+ * (float32, float16 or bfloat16 qkv; deterministic head order); CPU or a build without kernels: the libtorch
+ * composition. No gradient. */
 DC_API int32_t dc_cls_attention_accumulate_(dc_tensor acc, dc_tensor qkv, int64_t heads, double scale);
 /* TF32 for cuBLAS matmuls and cuDNN convolutions (libtorch: matmul off, cuDNN on by default); 0 turns both off. */
 DC_API int32_t dc_set_allow_tf32(int32_t enabled);

@@ -1,8 +1,8 @@
 // data.cpp: the native half of the data pipeline. A loader owns a pool of std::thread workers that read encoded
 // images (a whole file, a byte range of one such as a tar member, or a zip member found through its local header and
 // inflated with zlib when deflated), decode them (JPEG through the TurboJPEG API with DCT down-scaling, PNG through
-// libpng, WebP through libwebp) to RGB8, and write the official augmentation (SPEC §6.2) or the eval transform as
-// normalized float32 (B, 3, S, S) views.
+// libpng, WebP through libwebp) to RGB8, and write the official augmentation (docs/data.md#image-transforms) or the
+// eval transform as normalized float32 (B, 3, S, S) views.
 //
 // Three promises shape the code:
 // - Parity: every image operation reproduces what torchvision does on a PIL image (Pillow 9's fixed-point resampling,
@@ -74,7 +74,7 @@ const char* status_name(int32_t status) {
 struct Config {
   int threads = 1;
   int size = 224;
-  int mode = 0;  // 0 train (SPEC §6.2 augmentation), 1 eval (resize shorter side, center crop)
+  int mode = 0;  // 0 train (docs/data.md#image-transforms), 1 eval (resize shorter side, center crop)
   int views = 2;
   int64_t max_pixels = 0;
   int64_t max_bytes = 0;

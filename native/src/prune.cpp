@@ -1,8 +1,9 @@
 // prune.cpp: the "token selection" section of detailclip.h, the CPU reference of attention-guided token removal
-// (SPEC 3.5 steps 3-5 and 3.6). It is one op rather than a chain of interpolate/argsort/scatter calls so that the
-// pooling arithmetic, the tie rule and the three outputs are defined in one place; the CUDA kernel
-// (kernels/token_select.cu) shares this contract and serves CUDA scores when the build has it. The work is tiny
-// (B x 196 scores), so a scalar loop per image is the clearest correct form.
+// (docs/model.md#attention-guided-token-removal, steps 2-5, and
+// docs/model.md#student-token-removal). It is one op rather than a chain of interpolate/argsort/scatter calls so that
+// the pooling arithmetic, the tie rule and the three outputs are defined in one place; the CUDA kernel
+// (kernels/token_select.cu) shares this contract and serves CUDA scores when the build has it. The work is tiny (B x
+// 196 scores), so a scalar loop per image is the clearest correct form.
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -166,7 +167,8 @@ Selection select(const at::Tensor& input, int64_t grid_h, int64_t grid_w, int64_
                                 std::string(c10::toString(input.scalar_type())));
   }
   const int64_t cells = (grid_h / cell) * (grid_w / cell);
-  // The official rule (SPEC 3.5 step 4): int(C * ratio) + 1 cells are kept, so "ratio" is close to a keep fraction.
+  // The official rule (docs/model.md#attention-guided-token-removal, step 4): int(C * ratio) + 1 cells are kept, so
+  // "ratio" is close to a keep fraction.
   const int64_t keep_cells = std::min(static_cast<int64_t>(std::floor(static_cast<double>(cells) * ratio)) + 1, cells);
 
   // Half and bfloat16 scores are widened to float32 first (on their own device).

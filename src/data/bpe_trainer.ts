@@ -1,6 +1,7 @@
 // bpe_trainer.ts: learns a CLIP-style byte-level BPE vocabulary from captions, so a tokenizer can be built offline
 // for a corpus of one's own (OpenAI's vocabulary comes from `deno task data openai-bpe`). The merges file it writes has
-// OpenAI's format and loads in ClipTokenizer; ids then follow SPEC §6.3's order (512 byte tokens, merges, SOT, EOT).
+// OpenAI's format and loads in ClipTokenizer; ids then follow the order of docs/data.md#tokenizer (512 byte tokens,
+// merges, SOT, EOT).
 //
 // Words are the tokenizer's own pre-tokens (same cleaning, regex and byte alphabet), with '</w>' on the last symbol
 // as in CLIP's vocab, so a trained merge can apply at encode time exactly where it applied in training. Each step

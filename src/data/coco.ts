@@ -1,7 +1,8 @@
-// coco.ts: the COCO captions source of the official code (SPEC §6.1): `annotations` [{image_id, caption}] grouped per
-// image in order of first appearance, the image at root/train2017/{image_id:012d}.jpg, and one caption drawn at
-// random per draw (here a hash of (seed, epoch, sample), so the choice is reproducible). Empty or non-string captions
-// and malformed annotations are skipped and counted while indexing; an image left without captions is dropped.
+// coco.ts: the COCO captions source of the official code (docs/data.md#coco-captions): `annotations` [{image_id,
+// caption}] grouped per image in order of first appearance, the image at root/train2017/{image_id:012d}.jpg, and one
+// caption drawn at random per draw (here a hash of (seed, epoch, sample), so the choice is reproducible). Empty or
+// non-string captions and malformed annotations are skipped and counted while indexing; an image left without captions
+// is dropped.
 import { join } from "node:path";
 import {
   checkCaption,

@@ -99,7 +99,7 @@ export function decodeCaption(bytes: Uint8Array): string | CaptionSkip {
 
 // ---- configuration -------------------------------------------------------------------------------------------------
 
-/** The train augmentation's parameters (SPEC §6.2), as ranges the native side draws from. */
+/** The train augmentation's parameters (docs/data.md#image-transforms), as ranges the native side draws from. */
 export interface AugmentOptions {
   scale: readonly [number, number];
   ratio: readonly [number, number];
@@ -134,7 +134,7 @@ export function colorJitterRanges(
   };
 }
 
-/** The official train augmentation (SPEC §6.2). */
+/** The official train augmentation (docs/data.md#image-transforms). */
 export const OFFICIAL_AUGMENT: AugmentOptions = {
   scale: [0.14, 1.0],
   ratio: [3 / 4, 4 / 3],
@@ -157,7 +157,7 @@ export interface NativeLoaderOptions {
   /** Worker threads (default: 4, at most the machine's cores). */
   threads?: number;
   imageSize: number;
-  /** "train": the SPEC §6.2 augmentation; "eval": Resize(S) bilinear, CenterCrop(S). */
+  /** "train": the docs/data.md#image-transforms augmentation; "eval": Resize(S) bilinear, CenterCrop(S). */
   mode?: "train" | "eval";
   views?: 1 | 2;
   maxPixels?: number;

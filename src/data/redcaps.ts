@@ -1,9 +1,9 @@
-// redcaps.ts: RedCaps (SPEC §6.1). The official loader reads a JSON list of {image_id, subreddit, caption} and the
-// image at root/<subreddit>/<image_id>.jpg; RedCaps' released annotation files (one per subreddit and year:
+// redcaps.ts: RedCaps (docs/data.md#redcaps). The official loader reads a JSON list of {image_id, subreddit, caption}
+// and the image at root/<subreddit>/<image_id>.jpg; RedCaps' released annotation files (one per subreddit and year:
 // {"info": ..., "annotations": [{image_id, subreddit, caption, author, url, ...}]}) hold the same fields, and the
 // RedCaps downloader saves images in that same layout. Both forms are read, several files at once (a comma list or
-// brace patterns). Records without a usable image_id or subreddit, with a non-string caption, or with a caption that
-// is empty or not valid UTF-8 are counted and left out while indexing.
+// brace patterns). Records without a usable image_id or subreddit, with a non-string caption, or with a caption that is
+// empty or not valid UTF-8 are counted and left out while indexing.
 //
 // Trade-offs: each file is parsed whole with JSON.parse (the released files are per subreddit-year, tens of MB); a
 // missing or unparseable annotation file is an error naming it, not a skip, since it is metadata the user pointed at.

@@ -6,7 +6,7 @@
 // shape as a class label, and a per-pixel class mask. Sample i of split s with seed k is a pure function of
 // (k, s, i): one small integer PRNG seeded from the triple drives every random choice, so the bytes are identical on
 // every run and machine. What it trades away: realism (flat shapes on a noisy background), and an augmentation
-// pipeline that is deliberately simpler than SPEC §6.2 (see augmentView).
+// pipeline that is deliberately simpler than docs/data.md#image-transforms (see augmentView).
 //
 // Layout: five positions, the four quadrant centres (27% / 73% of the side) plus the image centre; the objects of one
 // sample take distinct positions, each jittered by up to ±4% of the side. Sizes: "small" has a radius of 9–11% of the
@@ -41,7 +41,8 @@ export type PositionName = typeof POSITIONS[number];
 export type SyntheticSplit = "train" | "val" | "heldout";
 
 export const SYNTHETIC_SPLITS: readonly SyntheticSplit[] = ["train", "val", "heldout"];
-/** The key under which labels.json / templates.json hold this source (SPEC §7.2 format). */
+/** The key under which labels.json / templates.json hold this source (docs/evaluation.md#the-official-zero-shot-suite
+ * format). */
 export const SYNTHETIC_DATASET_KEY = "synthetic_shapes";
 /** Conventional evaluation size for "val" and "heldout" (indices 0..SYNTHETIC_EVAL_SIZE-1). */
 export const SYNTHETIC_EVAL_SIZE = 1000;
@@ -65,7 +66,7 @@ export const COLOUR_RGB: readonly (readonly [number, number, number])[] = [
  */
 export const HELD_OUT_COLOUR: readonly number[] = [1, 4, 0, 3, 6, 2];
 
-/** ImageNet normalisation (SPEC §6.2). */
+/** ImageNet normalisation (docs/data.md#image-transforms). */
 export const IMAGENET_MEAN: readonly [number, number, number] = [0.485, 0.456, 0.406];
 export const IMAGENET_STD: readonly [number, number, number] = [0.229, 0.224, 0.225];
 
@@ -467,7 +468,8 @@ export interface AugmentOptions {
   scale?: readonly [number, number];
   /** RandomResizedCrop aspect ratio (default [3/4, 4/3]). */
   ratio?: readonly [number, number];
-  /** Probability of the brightness/contrast jitter (default 0.8, as SPEC §6.2's ColorJitter). */
+  /** Probability of the brightness/contrast jitter (default 0.8, as the official ColorJitter,
+   * docs/data.md#image-transforms). */
   jitterProbability?: number;
   /** Brightness and contrast factors are drawn from [1 - s, 1 + s] (default 0.2). */
   jitterStrength?: number;
@@ -493,11 +495,11 @@ function imageDims(pixels: Uint8Array, options: { width?: number; height?: numbe
  * and a centre-crop fallback), resized back to the input size with bilinear interpolation (half-pixel centres, as
  * torch's align_corners=False), then, with probability 0.8, brightness and contrast factors in [0.8, 1.2].
  *
- * Deliberately simpler than SPEC §6.2, because the captions name colours and positions: no hue or saturation
- * jitter and no grayscale (a red circle must stay red), no flip (left must stay left), and a crop of at least half
- * the area rather than 14% (objects stay roughly where the caption puts them). An object near an edge can still be
- * cut, or leave the view, while the caption keeps naming it: the same caption noise real crops cause. The masks are
- * not transformed. The full native pipeline is another issue's. Deterministic in rng.
+ * Deliberately simpler than docs/data.md#image-transforms, because the captions name colours and positions: no hue or
+ * saturation jitter and no grayscale (a red circle must stay red), no flip (left must stay left), and a crop of at
+ * least half the area rather than 14% (objects stay roughly where the caption puts them). An object near an edge can
+ * still be cut, or leave the view, while the caption keeps naming it: the same caption noise real crops cause. The
+ * masks are not transformed. The full native pipeline is another issue's. Deterministic in rng.
  */
 export function augmentView(pixels: Uint8Array, rng: Sfc32, options: AugmentOptions = {}): Uint8Array {
   const [width, height] = imageDims(pixels, options);
@@ -635,8 +637,9 @@ export interface NormalizeOptions {
 }
 
 /**
- * Images to one (B, 3, H, W) float32 array, each value (v / 255 − mean[c]) / std[c] (ToTensor + Normalize, SPEC §6.2;
- * ImageNet mean/std by default). A 256-entry table per channel replaces the arithmetic per pixel.
+ * Images to one (B, 3, H, W) float32 array, each value (v / 255 − mean[c]) / std[c] (ToTensor + Normalize,
+ * docs/data.md#image-transforms; ImageNet mean/std by default). A 256-entry table per channel replaces the arithmetic
+ * per pixel.
  */
 export function toImageArray(images: readonly RgbImage[], options: NormalizeOptions = {}): Float32Array {
   const mean = options.mean ?? IMAGENET_MEAN, std = options.std ?? IMAGENET_STD;
@@ -779,12 +782,13 @@ export function syntheticTemplates(): string[] {
   return ["a {}.", "a photo of a {}.", "a drawing of a {}.", "a {} shape."];
 }
 
-/** labels.json content for this source (SPEC §7.2: dataset key → class names). */
+/** labels.json content for this source (dataset key → class names, docs/evaluation.md#the-official-zero-shot-suite). */
 export function syntheticLabelsJson(): Record<string, string[]> {
   return { [SYNTHETIC_DATASET_KEY]: syntheticClassNames() };
 }
 
-/** templates.json content for this source (SPEC §7.2: dataset key → templates with "{}"). */
+/** templates.json content for this source (docs/evaluation.md#the-official-zero-shot-suite: dataset key → templates
+ * with "{}"). */
 export function syntheticTemplatesJson(): Record<string, string[]> {
   return { [SYNTHETIC_DATASET_KEY]: syntheticTemplates() };
 }

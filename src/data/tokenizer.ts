@@ -1,6 +1,6 @@
-// tokenizer.ts: OpenAI CLIP's byte-level BPE tokenizer (`SimpleTokenizer`, SPEC §6.3) in plain TypeScript, so ids
-// match OpenAI's for its vocab file and for merges files written by bpe_trainer.ts (tested id for id against OpenAI's
-// simple_tokenizer.py and bpe_simple_vocab_16e6.txt, which `deno task data openai-bpe` writes).
+// tokenizer.ts: OpenAI CLIP's byte-level BPE tokenizer (`SimpleTokenizer`, docs/data.md#tokenizer) in plain TypeScript,
+// so ids match OpenAI's for its vocab file and for merges files written by bpe_trainer.ts (tested id for id against
+// OpenAI's simple_tokenizer.py and bpe_simple_vocab_16e6.txt, which `deno task data openai-bpe` writes).
 //
 // What it trades away: OpenAI cleans every caption with `ftfy.fix_text`, which has no TypeScript port. `fixText`
 // below reproduces the ftfy 6 steps that are table lookups or Unicode normalisation, and leaves out the mojibake
@@ -36,7 +36,7 @@ export const END_OF_TEXT = "<|endoftext|>";
 const END_OF_WORD = "</w>";
 
 /**
- * How an over-long caption is cut to the context length (SPEC §12.4):
+ * How an over-long caption is cut to the context length (docs/parity.md#tokenizer-truncation):
  * "keep-eot" cuts and puts EOT in the last slot (OpenCLIP), so EOT pooling still finds the end of the text;
  * "official" reproduces the official plain cut, which drops EOT.
  */
@@ -799,7 +799,7 @@ export class ClipTokenizer {
     return new TextDecoder().decode(bytes).replaceAll(END_OF_WORD, " ");
   }
 
-  /** [SOT] + ids + [EOT] per caption, cut to `contextLength` (SPEC §12.4) and zero-padded. */
+  /** [SOT] + ids + [EOT] per caption, cut to `contextLength` (docs/parity.md#tokenizer-truncation) and zero-padded. */
   tokenizeRows(
     texts: readonly string[],
     contextLength: number = DEFAULT_CONTEXT_LENGTH,

@@ -1,7 +1,7 @@
 // zip.ts: random access to the members of a zip archive without reading the whole file: the official YFCC15M image
-// zips (SPEC §6.1) and torch.save's `.pt` checkpoints (a zip of data.pkl plus one file per storage). It reads the
-// end-of-central-directory record and the central directory (zip64 included), and each member on demand: stored
-// members as they are, deflated ones through node:zlib, both checked against their CRC-32. It trades writing,
+// zips (docs/data.md#yfcc15m) and torch.save's `.pt` checkpoints (a zip of data.pkl plus one file per storage). It
+// reads the end-of-central-directory record and the central directory (zip64 included), and each member on demand:
+// stored members as they are, deflated ones through node:zlib, both checked against their CRC-32. It trades writing,
 // encryption, multi-disk archives and compression methods other than stored/deflate for a reader that fits on a page.
 import { inflateRawSync } from "node:zlib";
 import { crc32 } from "./png.ts";

@@ -1,7 +1,8 @@
-// catalog.ts: the official downstream zero-shot suite (SPEC §7.2): `dataset_catalog.json` (dataset key → {path,
-// type: imagefolder | special | filelist, train, test}) read in file order, each entry opened as an evaluation set,
-// and the metric the official eval_zeroshot.py reports for each key: mean per-class accuracy for aircraft, pets,
-// caltech101 and flowers, (top-1 + top-5)/2 for kinetics700_frames, ROC-AUC for hateful_memes, top-1 otherwise.
+// catalog.ts: the official downstream zero-shot suite (docs/evaluation.md#the-official-zero-shot-suite):
+// `dataset_catalog.json` (dataset key → {path, type: imagefolder | special | filelist, train, test}) read in file
+// order, each entry opened as an evaluation set, and the metric the official eval_zeroshot.py reports for each key:
+// mean per-class accuracy for aircraft, pets, caltech101 and flowers, (top-1 + top-5)/2 for kinetics700_frames, ROC-AUC
+// for hateful_memes, top-1 otherwise.
 //
 // Relative catalog paths resolve against --root when given, else the working directory, as the official script's
 // did. Nothing is downloaded: a missing folder or file is an error that names it.

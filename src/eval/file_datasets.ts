@@ -1,9 +1,10 @@
 // file_datasets.ts: an evaluation dataset over image files. A source (ImageFolder, CSV, webdataset, npy file list,
 // torchvision's on-disk sets, Karpathy JSON) only lists its items: where each image's bytes are and its label and/or
 // captions. The native loader then decodes them on worker threads with the official eval transform (Resize(S)
-// bilinear on the shorter side, CenterCrop(S), SPEC §6.2), one candidate per batch slot and no replacement draws:
-// an image that is missing or does not decode leaves its slot empty, is dropped from the batch and counted by reason,
-// so metrics are computed over the images that were actually seen and the table says how many were not.
+// bilinear on the shorter side, CenterCrop(S), docs/data.md#image-transforms), one candidate per batch slot and no
+// replacement draws: an image that is missing or does not decode leaves its slot empty, is dropped from the batch and
+// counted by reason, so metrics are computed over the images that were actually seen and the table says how many were
+// not.
 //
 // Trade-off: a batch with a failed image is shorter than the others (the consumer never sees padding), and decoding
 // runs one batch ahead of the model, not more.

@@ -1,8 +1,9 @@
-// image_folder.ts: the two path-list layouts of the official zero-shot catalog (SPEC §7.2). "imagefolder" is
-// torchvision's ImageFolder: class folders sorted by name give the label indices, the files under each (recursively,
-// torchvision's extensions, sorted) are its images. "filelist" is SLIP's FileListDataset: `<split>_images.npy` (paths)
-// beside `<split>_labels.npy` (ints, or strings mapped through a list, as clevr_counts does). Listing only: decoding
-// and the eval transform happen in file_datasets.ts.
+// image_folder.ts: the two path-list layouts of the official zero-shot catalog
+// (docs/evaluation.md#the-official-zero-shot-suite). "imagefolder" is torchvision's ImageFolder: class folders sorted
+// by name give the label indices, the files under each (recursively, torchvision's extensions, sorted) are its images.
+// "filelist" is SLIP's FileListDataset: `<split>_images.npy` (paths) beside `<split>_labels.npy` (ints, or strings
+// mapped through a list, as clevr_counts does). Listing only: decoding and the eval transform happen in
+// file_datasets.ts.
 //
 // Files that are not images by extension are ignored, as torchvision does; everything else is listed and left to the
 // decoder, so a corrupt or unsupported image (bmp/tiff have no decoder here) is counted when it fails, never dropped

@@ -1,8 +1,9 @@
 // karpathy.ts: the Karpathy splits of COCO and Flickr30K (`dataset_coco.json`, `dataset_flickr30k.json`), the
-// standard image↔text retrieval benchmark the DetailCLIP README reports (SPEC §7.2 notes the official code has no
-// retrieval). Each entry {filepath?, filename, split, sentences: [{raw}]} is one image with all its captions (5 for
-// nearly every image; a few COCO images have 6 or 7, and every one is kept). Images resolve to root/filepath/filename
-// (COCO: root/val2014/...) or root/filename (Flickr30K). Empty sentences are counted and left out.
+// standard image↔text retrieval benchmark the DetailCLIP README reports (docs/evaluation.md#retrieval notes the
+// official code has no retrieval). Each entry {filepath?, filename, split, sentences: [{raw}]} is one image with all
+// its captions (5 for nearly every image; a few COCO images have 6 or 7, and every one is kept). Images resolve to
+// root/filepath/filename (COCO: root/val2014/...) or root/filename (Flickr30K). Empty sentences are counted and left
+// out.
 import { join } from "node:path";
 import { checkCaption, SkipCounter } from "../data/loader.ts";
 import { DatasetError } from "./datasets.ts";

@@ -1,9 +1,9 @@
 // model.ts: a trained model as the evaluation commands see it, rebuilt from a training checkpoint alone: the
 // architecture from meta.model_config, the weights from the `model.<official key>` tensors and the tokenizer from
 // meta.tokenizer_merges, so evaluating never needs the run's options or data. `ema` selects DetailCLIP's EMA towers
-// (what the official eval_zeroshot.py evaluates, SPEC §7.2); a plain CLIP has none.
-// An official DetailCLIP checkpoint (`.pt`, src/train/official_checkpoint.ts) works too: its architecture comes from
-// args.model (or the `model` option) and, since it carries no tokenizer, text needs the `bpe` option.
+// (what the official eval_zeroshot.py evaluates, docs/evaluation.md#the-official-zero-shot-suite); a plain CLIP has
+// none. An official DetailCLIP checkpoint (`.pt`, src/train/official_checkpoint.ts) works too: its architecture comes
+// from args.model (or the `model` option) and, since it carries no tokenizer, text needs the `bpe` option.
 import { ClipTokenizer } from "../data/tokenizer.ts";
 import { type AnyModel, buildModel } from "../models/build.ts";
 import { type ModelConfig, parseModelConfig } from "../models/configs.ts";

@@ -1,8 +1,9 @@
 // npy.ts: a safe reader of 1-D NumPy .npy files, for the "filelist" evaluation sets of the official catalog
-// (`<split>_images.npy` of path strings, `<split>_labels.npy` of ints or label strings, SPEC §7.2). It reads the
-// fixed-width string dtypes (`<U n` UTF-32, `|S n` bytes) and the integer dtypes of either byte order, and refuses
-// object arrays (`|O`: pickled Python objects, which `np.load(allow_pickle=True)` would execute) with a message that
-// says how to re-save them. Multi-dimensional arrays other than (N,) and (N, 1) are out of scope.
+// (`<split>_images.npy` of path strings, `<split>_labels.npy` of ints or label strings,
+// docs/evaluation.md#the-official-zero-shot-suite). It reads the fixed-width string dtypes (`<U n` UTF-32, `|S n`
+// bytes) and the integer dtypes of either byte order, and refuses object arrays (`|O`: pickled Python objects, which
+// `np.load(allow_pickle=True)` would execute) with a message that says how to re-save them. Multi-dimensional arrays
+// other than (N,) and (N, 1) are out of scope.
 import { DatasetError } from "./datasets.ts";
 
 export type NpyArray = { kind: "string"; values: string[] } | { kind: "int"; values: number[] };

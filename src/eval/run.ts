@@ -19,7 +19,8 @@ export interface ZeroShotPrompts {
   templates: readonly string[];
 }
 
-/** Reads `key` from an official labels.json and templates.json pair (SPEC §7.2); list-valued labels are synonyms. */
+/** Reads `key` from an official labels.json and templates.json pair (docs/evaluation.md#the-official-zero-shot-suite);
+ * list-valued labels are synonyms. */
 export function readZeroShotPrompts(labelsPath: string, templatesPath: string, key: string): ZeroShotPrompts {
   const read = (path: string): Record<string, unknown> => {
     const parsed: unknown = JSON.parse(Deno.readTextFileSync(path));

@@ -1,7 +1,8 @@
-// torchvision_sets.ts: the "special" entries of the official zero-shot catalog (SPEC §7.2): CIFAR-10, CIFAR-100,
-// STL-10 and MNIST, read from the files torchvision keeps on disk (the official code downloads them with
-// download=True; this one never downloads and names the files it expected). CIFAR's python batches are pickles with
-// numpy arrays (read by ndarray_pickle.ts, nothing executed), STL-10 is raw column-major uint8, MNIST is idx.
+// torchvision_sets.ts: the "special" entries of the official zero-shot catalog
+// (docs/evaluation.md#the-official-zero-shot-suite): CIFAR-10, CIFAR-100, STL-10 and MNIST, read from the files
+// torchvision keeps on disk (the official code downloads them with download=True; this one never downloads and names
+// the files it expected). CIFAR's python batches are pickles with numpy arrays (read by ndarray_pickle.ts, nothing
+// executed), STL-10 is raw column-major uint8, MNIST is idx.
 //
 // The pixels are in memory, but the eval transform lives in the native loader, which reads encoded images: each image
 // is written once as a lossless PNG into one temporary file and handed over as a byte range, so these sets go through

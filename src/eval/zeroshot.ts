@@ -1,8 +1,8 @@
-// zeroshot.ts: zero-shot classification as the official code does it (SPEC §7.1–§7.2): each class embedding is
-// the normalised mean of the normalised embeddings of its prompts (every template × every synonym), images are
-// normalised CLS embeddings, and the logits are plain cosine similarities. The metrics: top-1, top-5, mean per-class
-// accuracy, the confusion matrix behind it, and for two-class sets the ROC-AUC of logit[1] − logit[0] (the official
-// hateful_memes metric).
+// zeroshot.ts: zero-shot classification as the official code does it (docs/evaluation.md#zero-shot-classification):
+// each class embedding is the normalised mean of the normalised embeddings of its prompts (every template × every
+// synonym), images are normalised CLS embeddings, and the logits are plain cosine similarities. The metrics: top-1,
+// top-5, mean per-class accuracy, the confusion matrix behind it, and for two-class sets the ROC-AUC of logit[1] −
+// logit[0] (the official hateful_memes metric).
 import { F, noGrad, stack, Tensor, tidy } from "../torch/mod.ts";
 
 export interface TextEncoder {

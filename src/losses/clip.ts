@@ -1,7 +1,8 @@
-// clip.ts: the SLIP-style contrastive loss of DetailCLIP (SPEC 4.1), once per view. The caption embedding is shared
-// by both image views. Distributed training passes a `gather` that all-gathers with gradient (its backward sums the
-// incoming gradients over ranks and returns this rank's slice); the default is the single-process identity. The
-// arithmetic order follows the official code ((s * x) @ yᵀ), so results agree to float rounding, not just in value.
+// clip.ts: the SLIP-style contrastive loss of DetailCLIP (docs/training.md#clip-contrastive-loss), once per view. The
+// caption embedding is shared by both image views. Distributed training passes a `gather` that all-gathers with
+// gradient (its backward sums the incoming gradients over ranks and returns this rank's slice); the default is the
+// single-process identity. The arithmetic order follows the official code ((s * x) @ yᵀ), so results agree to float
+// rounding, not just in value.
 import { F, Tensor } from "../torch/mod.ts";
 
 export interface ClipLossInputs {

@@ -1,11 +1,12 @@
-// ibot.ts: the iBOT self-distillation loss as DetailCLIP uses it (SPEC 4.2): a cross-view CLS term and a same-view
-// patch term over the removed patches, with centred and sharpened teacher targets. The centers C (1, K) and
-// C2 (1, 1, K) are buffers of this module (so checkpoints hold them, SPEC 12.5) and are updated after the losses,
-// from the teacher outputs, so a step always uses the previous centers.
+// ibot.ts: the iBOT self-distillation loss as DetailCLIP uses it (docs/training.md#ibot-loss): a cross-view CLS term
+// and a same-view patch term over the removed patches, with centred and sharpened teacher targets. The centers C (1, K)
+// and C2 (1, 1, K) are buffers of this module (so checkpoints hold them, docs/parity.md#checkpoint-contents) and are
+// updated after the losses, from the teacher outputs, so a step always uses the previous centers.
 //
 // Two ways to give the student's patch logits:
 // - full: studentPatch (2B, N, K), as the official code computes them;
-// - removed positions only (SPEC 12.8): studentPatch (2B, R, K) with removedIds (2B, R), the patch index of each
+// - removed positions only (docs/parity.md#student-patch-head-at-removed-positions): studentPatch (2B, R, K) with
+// removedIds (2B, R), the patch index of each
 //   row. The teacher targets are gathered at the same indices; the rows are weighted by the mask there and each
 //   image is normalised by its full mask count, so both forms give the same loss and the same gradients.
 import { Module } from "../nn/module.ts";

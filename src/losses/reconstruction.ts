@@ -1,6 +1,6 @@
-// reconstruction.ts: the MAE-style pixel loss of DetailCLIP (SPEC 4.3). The target is the augmented, normalised
-// input view itself, cut into patches in (row, column, channel) order and, by default, normalised per patch. Only
-// removed patches count; the mean runs over all removed patches of the local batch, not per image.
+// reconstruction.ts: the MAE-style pixel loss of DetailCLIP (docs/training.md#reconstruction-loss). The target is the
+// augmented, normalised input view itself, cut into patches in (row, column, channel) order and, by default, normalised
+// per patch. Only removed patches count; the mean runs over all removed patches of the local batch, not per image.
 import { Tensor } from "../torch/mod.ts";
 
 /** images: (B, 3, H, W) -> (B, L, P·P·3) with L = (H/P)·(W/P); element (p·P + q)·3 + c is pixel (p, q), channel c. */

@@ -1,6 +1,6 @@
-// total.ts: the DetailCLIP objective (SPEC 4.4), L = w_clip·L_CLIP + w_rec·L_REC + w_patch·L_patch + w_cls·L_cls,
-// and the metrics the official loop logs, by their official names. Every value is a device tensor: reading them is
-// the caller's choice (at logging intervals), so a step never waits on the host here.
+// total.ts: the DetailCLIP objective (docs/training.md#total-loss), L = w_clip·L_CLIP + w_rec·L_REC + w_patch·L_patch +
+// w_cls·L_cls, and the metrics the official loop logs, by their official names. Every value is a device tensor: reading
+// them is the caller's choice (at logging intervals), so a step never waits on the host here.
 import type { Tensor } from "../torch/mod.ts";
 import { cat } from "../torch/mod.ts";
 import { clipLoss } from "./clip.ts";

@@ -1,6 +1,7 @@
 // clip.ts: a plain CLIP: the student towers, projections and temperature, in the official registration order and
-// with the official initialisation (SPEC §3.1–§3.3). DetailCLIP extends it with the teacher, decoder and iBOT heads,
-// so CLIP baselines have exactly DetailCLIP's student (the same steps and data without the other terms).
+// with the official initialisation (docs/model.md: vision encoder, text encoder, projections). DetailCLIP extends it
+// with the teacher, decoder and iBOT heads, so CLIP baselines have exactly DetailCLIP's student (the same steps and
+// data without the other terms).
 import { Embedding, LayerNorm, Module } from "../nn/mod.ts";
 import { noGrad, Tensor } from "../torch/mod.ts";
 import type { ClipConfig, TextConfig, VisionConfig } from "./configs.ts";

@@ -46,7 +46,8 @@ export const DetailClipConfigSchema = z.object({
     hiddenDim: z.number().int().positive(),
     bottleneckDim: z.number().int().positive(),
   }).strict(),
-  /** The official --mask-ratio: the number of kept cells is int(cells·maskRatio)+1 (SPEC §3.5). */
+  /** The official --mask-ratio: the number of kept cells is int(cells·maskRatio)+1
+   * (docs/model.md#attention-guided-token-removal). */
   maskRatio: z.number().min(0).max(1),
   /** Side of a masking cell in patches (official: 2, i.e. 14×14 patches pooled to 7×7 cells). */
   maskCell: z.number().int().positive(),

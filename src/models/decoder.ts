@@ -1,5 +1,6 @@
 // decoder.ts: the MAE-style pieces of DetailCLIP's pixel decoder: the fixed 2-D sin-cos position table and the
-// rebuild of the full token sequence from the encoder's kept tokens plus shared mask tokens (SPEC §3.7).
+// rebuild of the full token sequence from the encoder's kept tokens plus shared mask tokens
+// (docs/model.md#decoder-and-pixel-reconstruction).
 import { cat, type Tensor } from "../torch/mod.ts";
 
 /**

@@ -1,8 +1,9 @@
-// detailclip.ts: the DetailCLIP model (SPEC §2–§3): a masked student ViT, an EMA teacher ViT whose CLS attention
+// detailclip.ts: the DetailCLIP model (docs/model.md): a masked student ViT, an EMA teacher ViT whose CLS attention
 // chooses which patches the student sees, a CLIP text tower, an MAE-style one-block pixel decoder and a shared-
 // weight iBOT head for student and teacher. Members are registered in the official order, so state-dict keys and
-// order equal the official checkpoint's. The training forward follows SPEC §3.9 step by step, with the decisions
-// of SPEC §12 (no in-place CLS overwrite, any grid and cell size, mask ratio 0 without a crash).
+// order equal the official checkpoint's. The training forward follows docs/model.md#training-forward step by step, with
+// the decisions of docs/parity.md#deviations-from-the-official-code (no in-place CLS overwrite, any grid and cell size,
+// mask ratio 0 without a crash).
 import { Block, LayerNorm, Linear, ModuleList } from "../nn/mod.ts";
 import { cat, emaUpdate_, noGrad, Tensor } from "../torch/mod.ts";
 import type { DetailClipConfig } from "./configs.ts";
@@ -44,7 +45,7 @@ export interface DetailClipOutputs {
 export class DetailCLIP extends CLIP {
   declare readonly config: DetailClipConfig;
   readonly gridSize: number;
-  // EMA teacher (SPEC §3.4): token/positional embeddings and ln_final are shared with the student.
+  // EMA teacher (docs/model.md#ema-teacher): token/positional embeddings and ln_final are shared with the student.
   readonly visual_ema: MaskVisionTransformer;
   readonly transformer_e: TextTransformer;
   readonly image_projection_e: Tensor;
@@ -96,7 +97,7 @@ export class DetailCLIP extends CLIP {
     this.#initialize();
   }
 
-  /** SPEC §3.7 decoder initialisation, then the teacher as an exact frozen copy of the student. */
+  /** Decoder init (docs/model.md#decoder-and-pixel-reconstruction), then the teacher as an exact frozen copy. */
   #initialize(): void {
     noGrad(() => {
       // MAE decoder: xavier weights; decoder_embed keeps its default bias, the block biases are zero.
@@ -113,7 +114,7 @@ export class DetailCLIP extends CLIP {
     this.#copyStudentToTeacher();
   }
 
-  /** The teacher parts of SPEC §3.4 paired with their student sources, in the same (parameter) order. */
+  /** The teacher parts (docs/model.md#ema-teacher) paired with their student sources, in the same order. */
   emaPairs(): { teacher: Tensor[]; student: Tensor[] } {
     const teacher = [
       ...this.visual_ema.parameters(),
@@ -143,7 +144,7 @@ export class DetailCLIP extends CLIP {
     for (const t of teacher) t.requiresGrad_(false);
   }
 
-  /** θ_teacher ← m·θ_teacher + (1−m)·θ_student over exactly the SPEC §3.4 parts (one foreach call). */
+  /** θ_teacher ← m·θ_teacher + (1−m)·θ_student over exactly the docs/model.md#ema-teacher parts (one foreach call). */
   updateTeacher(momentum: number): void {
     const { teacher, student } = this.emaPairs();
     emaUpdate_(teacher, student, momentum);
@@ -181,9 +182,11 @@ export class DetailCLIP extends CLIP {
   }
 
   /**
-   * The training forward of SPEC §3.9 on two views u, v: (B, 3, H, W) and captions text: (B, T), with the EMA
-   * update at `momentum` first (null skips it: later micro-batches of an accumulated step keep the same teacher). fullStudentPatch evaluates the student iBOT head on every patch (as the official
-   * code does); otherwise only at the removed patches, which is all the patch loss reads (SPEC §12.8).
+   * The training forward of docs/model.md#training-forward on two views u, v: (B, 3, H, W) and captions text: (B, T),
+   * with the EMA update at `momentum` first (null skips it: later micro-batches of an accumulated step keep the same
+   * teacher). fullStudentPatch evaluates the student iBOT head on every patch (as the official code does); otherwise
+   * only at the removed patches, which is all the patch loss reads
+   * (docs/parity.md#student-patch-head-at-removed-positions).
    */
   forwardTrain(
     u: Tensor,
@@ -230,7 +233,8 @@ export class DetailCLIP extends CLIP {
     const reconstructionU = this.reconstruction_pred.forward(decodedU.slice(1, 1)); // (B, L, P·P·3)
     const reconstructionV = this.reconstruction_pred.forward(decodedV.slice(1, 1)); // (B, L, P·P·3)
 
-    // 5–6. Student iBOT head: the encoder CLS (not the decoder's) and the decoder's patch tokens (SPEC §12.1).
+    // 5–6. Student iBOT head: the encoder CLS (not the decoder's) and the decoder's patch tokens
+    // (docs/parity.md#cls-overwrite).
     const studentCls = this.ibot_head.forward(cat([latentU.select(1, 0), latentV.select(1, 0)], 0)); // (2B, K)
     const decodedPatches = cat([decodedU.slice(1, 1), decodedV.slice(1, 1)], 0); // (2B, L, D)
     let studentPatch: Tensor;

@@ -1,7 +1,7 @@
-// heads.ts: the iBOT projection head (SPEC §3.8): a 3-layer GELU MLP to a 256-d bottleneck, L2 normalisation, then
-// a weight-normalised bias-free Linear to the K prototypes whose g is frozen at 1. DetailCLIP shares one last layer
-// between CLS and patch tokens, so `last_layer2` is the same module as `last_layer`: the state dict holds both key
-// sets (as the official checkpoints do) while the parameters are counted and trained once.
+// heads.ts: the iBOT projection head (docs/model.md#ibot-head): a 3-layer GELU MLP to a 256-d bottleneck, L2
+// normalisation, then a weight-normalised bias-free Linear to the K prototypes whose g is frozen at 1. DetailCLIP
+// shares one last layer between CLS and patch tokens, so `last_layer2` is the same module as `last_layer`: the state
+// dict holds both key sets (as the official checkpoints do) while the parameters are counted and trained once.
 import { Linear } from "../nn/linear.ts";
 import { Module } from "../nn/module.ts";
 import { WeightNormLinear } from "../nn/weight_norm_linear.ts";

@@ -1,7 +1,7 @@
-// text.ts: the OpenAI-CLIP text tower (SPEC §3.2): causal pre-norm blocks over token + positional embeddings, the
-// final LayerNorm, pooling at the EOT token (argmax of the ids) and a bias-free projection. The embedding tables,
-// ln_final and the projection belong to the assembling model (the EMA teacher shares the first three with the
-// student), so encodeText takes them as parts rather than owning them.
+// text.ts: the OpenAI-CLIP text tower (docs/model.md#text-encoder): causal pre-norm blocks over token + positional
+// embeddings, the final LayerNorm, pooling at the EOT token (argmax of the ids) and a bias-free projection. The
+// embedding tables, ln_final and the projection belong to the assembling model (the EMA teacher shares the first three
+// with the student), so encodeText takes them as parts rather than owning them.
 import type { Embedding } from "../nn/embedding.ts";
 import type { LayerNorm } from "../nn/layer_norm.ts";
 import { Module } from "../nn/module.ts";
@@ -52,9 +52,9 @@ export function causalMask(context: number): Tensor {
 }
 
 /**
- * CLIP.initialize_parameters for the blocks (SPEC §3.2): in_proj N(0, w^-0.5); out_proj.weight and c_proj.weight
- * N(0, w^-0.5 (2 layers)^-0.5); c_fc.weight N(0, (2w)^-0.5). MHA biases stay 0 (torch's MHA zeroes them) and the
- * c_fc/c_proj biases keep PyTorch's default Linear init. Draws in CLIP's order, block by block.
+ * CLIP.initialize_parameters for the blocks (docs/model.md#text-encoder): in_proj N(0, w^-0.5); out_proj.weight and
+ * c_proj.weight N(0, w^-0.5 (2 layers)^-0.5); c_fc.weight N(0, (2w)^-0.5). MHA biases stay 0 (torch's MHA zeroes them)
+ * and the c_fc/c_proj biases keep PyTorch's default Linear init. Draws in CLIP's order, block by block.
  */
 export function initTextTransformer(t: TextTransformer, width: number, layers: number): void {
   const attnStd = width ** -0.5;

@@ -1,8 +1,8 @@
 // token_selection.ts: which patches the student sees. The teacher's CLS->patch attention is pooled over blocks of
-// cell x cell patches, the highest-scoring cells are kept and the rest are removed (SPEC 3.5, 3.6, 12.2). The work
-// is one native op (dc_select_tokens) because the official masks depend on the exact float arithmetic of a bilinear
-// resize and on the tie order of the ranking; composing it from interpolate/argsort/scatter here would spread that
-// contract over five calls and a host round trip per step.
+// cell x cell patches, the highest-scoring cells are kept and the rest are removed
+// (docs/model.md#attention-guided-token-removal). The work is one native op (dc_select_tokens) because the official
+// masks depend on the exact float arithmetic of a bilinear resize and on the tie order of the ranking; composing it
+// from interpolate/argsort/scatter here would spread that contract over five calls and a host round trip per step.
 import { F, type Tensor } from "../torch/mod.ts";
 
 export interface TokenSelectionOptions {
@@ -50,7 +50,7 @@ export function keepCellsForRatio(cells: number, ratio: number): number {
  * The meaning of `ratio` follows the official code (`--mask-ratio`), which is NOT a removal fraction: int(C*ratio)+1
  * cells are kept. With the default 0.5 on a 14x14 grid with 2x2 cells, 25 of 49 cells (100 patches) are kept and 96
  * patches are removed; 0.75 removes only 48 patches. Low-attention regions are the ones removed. A model that wants
- * "no removal" (SPEC 12.3, mask ratio 0 at evaluation) should skip this call: ratio 0 here keeps a single cell.
+ * "no removal" (docs/parity.md#mask-ratio-0, and evaluation) should skip this call: ratio 0 here keeps a single cell.
  *
  * No gradient flows through the selection. On CUDA the current reference computes on the CPU and moves the results
  * back to the scores' device.

@@ -1,7 +1,8 @@
 // vit.ts: the vision encoder, timm 0.5.4's VisionTransformer as DetailCLIP's MaskVisionTransformer uses it (student
-// and EMA teacher alike, SPEC §3.1): a frozen random patch conv, learned cls/pos embeddings, pre-norm blocks and a
-// final LayerNorm on every token. Token removal is not decided here: the caller passes the indices of the patches
-// to keep. The teacher's CLS attention is accumulated as a running sum of CLS rows, never as full maps (SPEC §12.7).
+// and EMA teacher alike, docs/model.md#vision-encoder): a frozen random patch conv, learned cls/pos embeddings,
+// pre-norm blocks and a final LayerNorm on every token. Token removal is not decided here: the caller passes the
+// indices of the patches to keep. The teacher's CLS attention is accumulated as a running sum of CLS rows, never as
+// full maps (docs/parity.md#teacher-attention-memory).
 import { Block } from "../nn/block.ts";
 import { Conv2d } from "../nn/conv.ts";
 import { LayerNorm } from "../nn/layer_norm.ts";
@@ -74,7 +75,8 @@ export class MaskVisionTransformer extends Module {
     this.blocks = this.module("blocks", new ModuleList(blocks));
     this.norm = this.module("norm", new LayerNorm(width, { eps: 1e-6 }));
     this.#initWeights();
-    // The MoCo-v3 trick inherited from A-CLIP: the patch projection stays at its random init (SPEC §3.1).
+    // The MoCo-v3 trick inherited from A-CLIP: the patch projection stays at its random init
+    // (docs/model.md#vision-encoder).
     this.patch_embed.proj.weight.requiresGrad_(false);
     this.patch_embed.proj.bias!.requiresGrad_(false);
   }
@@ -104,7 +106,8 @@ export class MaskVisionTransformer extends Module {
 
   /**
    * x: (B, 3, H, W) -> tokens (B, 1 + K, D) after the final norm (K = L, or the number of kept patches), and, when
-   * asked, clsAttention (B, K): (1 / (depth * heads)) Σ_l Σ_h A_l[b, h, 0, 1 + j] (SPEC §3.5 step 2), detached.
+   * asked, clsAttention (B, K): (1 / (depth * heads)) Σ_l Σ_h A_l[b, h, 0, 1 + j]
+   * (docs/model.md#attention-guided-token-removal, step 1), detached.
    */
   forwardFeatures(x: Tensor, options: ForwardFeaturesOptions = {}): { tokens: Tensor; clsAttention: Tensor | null } {
     const { keep, collectClsAttention = false } = options;
@@ -128,8 +131,9 @@ export class MaskVisionTransformer extends Module {
       const cls = this.cls_token.add(this.pos_embed.narrow(1, 0, 1)).expand([b, 1, d]); // cls: (B, 1, D)
       let tokens = cat([cls, patches], 1); // tokens: (B, 1 + K, D)
       let attentionSum: Tensor | null = null; // attentionSum: (B, K)
-      // CUDA: one fused kernel per layer adds the head sum into a float32 running sum (SPEC §12.7); the CPU keeps the
-      // libtorch composition below, whose arithmetic the golden masks were checked against.
+      // CUDA: one fused kernel per layer adds the head sum into a float32 running sum
+      // (docs/parity.md#teacher-attention-memory); the CPU keeps the libtorch composition below, whose arithmetic the
+      // golden masks were checked against.
       const fused = collectClsAttention && x.device !== "cpu" && kernelsCompiled();
       if (fused) attentionSum = Tensor.zeros([b, tokens.size(1) - 1], { dtype: "float32", device: x.device });
       for (const block of this.blocks) {

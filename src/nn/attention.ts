@@ -1,7 +1,7 @@
 // attention.ts: timm's ViT self-attention (one packed qkv Linear, output split [q | k | v], heads contiguous within
 // each third). The block output goes through the fused attention kernel where libtorch has one; the CLS-query
-// attention probabilities that token removal needs (SPEC §3.5) are computed for row 0 only, so the (N x N) map is
-// never materialised (SPEC §12.7).
+// attention probabilities that token removal needs (docs/model.md#attention-guided-token-removal) are computed for row
+// 0 only, so the (N x N) map is never materialised (docs/parity.md#teacher-attention-memory).
 import { F, type Tensor, tidy } from "../torch/mod.ts";
 import { Linear } from "./linear.ts";
 import { Module } from "./module.ts";

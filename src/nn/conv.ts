@@ -1,5 +1,5 @@
 // conv.ts: torch.nn.Conv2d (square kernel and stride, no padding) with PyTorch's default initialisation. The ViT
-// patch embedding is the only user; it keeps this random init and is frozen (SPEC §3.1).
+// patch embedding is the only user; it keeps this random init and is frozen (docs/model.md#vision-encoder).
 import { F, Tensor } from "../torch/mod.ts";
 import { defaultBias, defaultWeight } from "./linear.ts";
 import { Module } from "./module.ts";

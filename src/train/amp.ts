@@ -1,7 +1,7 @@
 // amp.ts: mixed precision. bf16 autocast needs no scaler; fp16 uses this dynamic grad scaler (libtorch has no C++
-// GradScaler, SPEC §11): scale the loss, unscale the gradients before the step, skip the step and halve the scale
-// when any gradient is not finite, double it after `growthInterval` clean steps. The inf check stays on the device;
-// the only host read is the one-element flag, once per optimizer step, and only in fp16 mode.
+// GradScaler, docs/training.md#mixed-precision): scale the loss, unscale the gradients before the step, skip the step
+// and halve the scale when any gradient is not finite, double it after `growthInterval` clean steps. The inf check
+// stays on the device; the only host read is the one-element flag, once per optimizer step, and only in fp16 mode.
 import { ampUnscale_, noGrad, Tensor } from "../torch/mod.ts";
 
 export type Precision = "fp32" | "bf16" | "fp16";

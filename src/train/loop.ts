@@ -1,8 +1,8 @@
-// loop.ts: the training loop (SPEC §5.3 with the fixes of §12), readable top to bottom like nanoGPT's train.py:
-// set-up, resume, evaluation before, the steps, evaluation after, summary. Every schedule is a function of the
-// optimizer step; every batch is a function of (seed, epoch, index); so a killed run resumed from its last
-// checkpoint ends bit for bit where an uninterrupted one does. Loss values stay on the device between log
-// intervals: one host read per interval checks them for NaN/inf and feeds the exact averages.
+// loop.ts: the training loop (docs/training.md#per-iteration-order, with docs/parity.md's deviations), readable top to
+// bottom like nanoGPT's train.py: set-up, resume, evaluation before, the steps, evaluation after, summary. Every
+// schedule is a function of the optimizer step; every batch is a function of (seed, epoch, index); so a killed run
+// resumed from its last checkpoint ends bit for bit where an uninterrupted one does. Loss values stay on the device
+// between log intervals: one host read per interval checks them for NaN/inf and feeds the exact averages.
 import { detailClipLoss, type DetailClipLossResult, IBOTLoss } from "../losses/mod.ts";
 import { clipLoss } from "../losses/clip.ts";
 import { type AnyModel, buildModel } from "../models/build.ts";
@@ -306,7 +306,8 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
           }, device);
           const run = (): { loss: Tensor; terms: Record<string, Tensor> } =>
             forwardLoss(model, ibot, batch, {
-              // The teacher moves once per optimizer step, before its first micro-batch (SPEC §12.9).
+              // The teacher moves once per optimizer step, before its first micro-batch
+              // (docs/parity.md#momentum-schedule-by-optimizer-step).
               momentum: micro === 0 ? momentum : null,
               epoch,
               weights,

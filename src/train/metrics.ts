@@ -1,7 +1,8 @@
 // metrics.ts: running averages of named scalars, weighted by batch size. Sums and counts are float64 with
 // compensated (Neumaier) addition, and nothing is truncated: the official AverageMeter.synchronize turned the summed
-// value into an int before dividing (SPEC §10.13), which this replaces (§12.10). The sums and counts are exposed as
-// one flat vector so ranks can all-reduce them and then average, which is exact where averaging averages is not.
+// value into an int before dividing (docs/parity.md#exact-epoch-averages), which this replaces. The sums and counts are
+// exposed as one flat vector so ranks can all-reduce them and then average, which is exact where averaging averages is
+// not.
 
 /** Plain sums and counts by name, for merging meters across ranks. */
 export interface MeterSnapshot {

@@ -1,11 +1,12 @@
-// official_checkpoint.ts: checkpoints written by the official DetailCLIP code (SPEC §5.4: torch.save of a dict with
-// epoch, state_dict with the DDP `module.` prefix, optimizer, scaler, best_acc and args, an argparse.Namespace), and
-// plain state-dict `.pt` files, mapped onto our models for evaluation, backbone export and continued training. No
-// key map is needed: our state-dict keys are the official ones (SPEC §11), `module.` is stripped and the load is
-// strict. The file is read by src/torch/pt_file.ts (safe unpickler, nothing executed), one tensor at a time.
-// What the official files do not hold cannot be recovered: the tokenizer (text needs a BPE merges file, e.g.
-// OpenAI's bpe_simple_vocab_16e6.txt.gz), the iBOT centers and the RNG state (SPEC §5.4; a resume starts the centers
-// at zero and reseeds).
+// official_checkpoint.ts: checkpoints written by the official DetailCLIP code (docs/training.md#checkpoints-and-resume:
+// torch.save of a dict with epoch, state_dict with the DDP `module.` prefix, optimizer, scaler, best_acc and args, an
+// argparse.Namespace), and plain state-dict `.pt` files, mapped onto our models for evaluation, backbone export and
+// continued training. No key map is needed: our state-dict keys are the official ones
+// (docs/model.md#module-order-and-state-dict-names), `module.` is stripped and the load is strict. The file is read by
+// src/torch/pt_file.ts (safe unpickler, nothing executed), one tensor at a time. What the official files do not hold
+// cannot be recovered: the tokenizer (text needs a BPE merges file, e.g. OpenAI's bpe_simple_vocab_16e6.txt.gz), the
+// iBOT centers and the RNG state (docs/training.md#checkpoints-and-resume; a resume starts the centers at zero and
+// reseeds).
 import type { AnyModel } from "../models/build.ts";
 import { type ModelConfig, modelPreset, parseModelConfig, presetNames } from "../models/configs.ts";
 import { PickleTuple, type PickleValue } from "../data/pickle.ts";
@@ -201,8 +202,8 @@ export interface OfficialResume {
 
 /**
  * Continued training from an official checkpoint: the weights (strict), the AdamW moments when they map one to one
- * onto our official parameter groups (SPEC §5.1: the same two groups, the same parameter order), the grad scaler
- * when both sides use one, and the epoch. The iBOT centers and the RNG are not in the file.
+ * onto our official parameter groups (docs/training.md#optimizer: the same two groups, the same parameter order), the
+ * grad scaler when both sides use one, and the epoch. The iBOT centers and the RNG are not in the file.
  */
 export function restoreOfficialTraining(
   checkpoint: OfficialCheckpoint,
@@ -247,7 +248,7 @@ export function describeOfficialResume(path: string, resumed: OfficialResume): s
     : `weights only: AdamW moments start at zero (${resumed.optimizer.reason})`;
   return `resume: official checkpoint ${path}, epoch ${resumed.epoch} -> step ${resumed.step}: weights loaded; ` +
     `${optimizer}${resumed.scaler ? "; grad scaler restored" : ""}; the iBOT centers start at zero and the RNG ` +
-    "is reseeded (the official checkpoint holds neither, SPEC §5.4)";
+    "is reseeded (the official checkpoint holds neither)";
 }
 
 interface OptimizerPlan {

@@ -1,5 +1,6 @@
-// optimizer.ts: torch.optim.AdamW over named parameter groups, with the official DetailCLIP grouping (SPEC §5.1).
-// The update itself is one native foreach call per group; the moments are kept tensors owned by the optimizer.
+// optimizer.ts: torch.optim.AdamW over named parameter groups, with the official DetailCLIP grouping
+// (docs/training.md#optimizer). The update itself is one native foreach call per group; the moments are kept tensors
+// owned by the optimizer.
 import { type LoadReport, StateDictError } from "../nn/module.ts";
 import { adamwStep_, noGrad, Tensor } from "../torch/mod.ts";
 

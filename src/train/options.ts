@@ -1,6 +1,7 @@
-// options.ts: every training option in one place (OpenCLIP's rule): the official flag names of SPEC §5.6, their
-// zod schema with messages that name the option, the CLI parser and --help. Defaults are the official ones except
-// where the built-in demo needs otherwise (dataset, model, epochs, batch size), which the help text says.
+// options.ts: every training option in one place (OpenCLIP's rule): the official flag names
+// (docs/training.md#hyperparameters), their zod schema with messages that name the option, the CLI parser and --help.
+// Defaults are the official ones except where the built-in demo needs otherwise (dataset, model, epochs, batch size),
+// which the help text says.
 import { parseArgs } from "node:util";
 import { z } from "zod";
 

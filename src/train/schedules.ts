@@ -1,4 +1,4 @@
-// schedules.ts: every schedule is a pure function of the optimizer step (SPEC §5.2, §3.4, §4.2 and §12.9), so a
+// schedules.ts: every schedule is a pure function of the optimizer step (docs/training.md#schedules), so a
 // resumed run continues exactly and nothing is precomputed into arrays sized by a guess of the loader length.
 
 export interface CosineSchedule {
@@ -25,7 +25,8 @@ export function cosineValue(schedule: CosineSchedule, step: number): number {
   return final + 0.5 * (base - final) * (1 + Math.cos(Math.PI * progress));
 }
 
-/** EMA momentum: cosine from `start` to 1 over totalSteps optimizer steps (sized by optimizer steps, SPEC §12.9). */
+/** EMA momentum: cosine from `start` to 1 over totalSteps optimizer steps (sized by optimizer steps,
+ * docs/parity.md#momentum-schedule-by-optimizer-step). */
 export function emaMomentum(start: number, step: number, totalSteps: number): number {
   if (totalSteps <= 0) return start;
   const progress = Math.min(step, totalSteps) / totalSteps;

@@ -64,7 +64,8 @@ export function unnormalize(images: Tensor): RgbPicture {
 }
 
 export interface TeacherSelection {
-  /** (L) the teacher's CLS attention to each patch, mean over layers and heads (SPEC §3.5 step 2). */
+  /** (L) the teacher's CLS attention to each patch, mean over layers and heads
+   * (docs/model.md#attention-guided-token-removal, step 1). */
   attention: number[];
   /** (L) true = removed from the student. */
   removed: boolean[];

@@ -1,9 +1,9 @@
-// token_map.ts: the picture of attention-guided token removal (SPEC §3.5) for one image: three panels side by side,
-// (1) the input as the model saw it, (2) the teacher's CLS attention to each patch as a viridis heat map blended over
-// the image, (3) the selection: removed cells darkened to grey, kept cells untouched, the cell grid drawn on top;
-// a title line above says how many cells and tokens were kept. Every panel magnifies the model's input by a whole
-// factor with nearest-neighbour pixels, so a patch is an exact block of pixels; that trades smoothness for a picture
-// where "which patch" can be read off, and tests can find a cell by arithmetic.
+// token_map.ts: the picture of attention-guided token removal (docs/model.md#attention-guided-token-removal) for one
+// image: three panels side by side, (1) the input as the model saw it, (2) the teacher's CLS attention to each patch as
+// a viridis heat map blended over the image, (3) the selection: removed cells darkened to grey, kept cells untouched,
+// the cell grid drawn on top; a title line above says how many cells and tokens were kept. Every panel magnifies the
+// model's input by a whole factor with nearest-neighbour pixels, so a patch is an exact block of pixels; that trades
+// smoothness for a picture where "which patch" can be read off, and tests can find a cell by arithmetic.
 import { GLYPH_HEIGHT, textWidth } from "./font.ts";
 import { PlotError } from "./plot_error.ts";
 import { blend, luma, Raster, type Rgb, viridis } from "./raster.ts";
