@@ -3,9 +3,9 @@
 // step leaving the parameters and the AdamW state untouched, a resume through a checkpoint file continuing exactly,
 // and step by step against PyTorch's own torch.cuda.amp.GradScaler driving torch.optim.AdamW on the same inputs.
 import { AdamW } from "../src/train/optimizer.ts";
-import { GradScaler } from "../src/train/amp.ts";
+import { autocastUnsupported, GradScaler } from "../src/train/amp.ts";
 import { loadCheckpoint, saveCheckpoint } from "../src/train/checkpoint.ts";
-import { gradNorm, liveTensors, noGrad, Tensor, tidy } from "../src/torch/mod.ts";
+import { gradNorm, liveTensors, noGrad, Tensor, tidy, torchVersion } from "../src/torch/mod.ts";
 import { assert, assertClose, assertEquals, assertThrows, uniformValues } from "./helpers.ts";
 import { PYTHON, torchMissing } from "./torch_reference.ts";
 
@@ -465,3 +465,16 @@ for (const [name, c] of CASES) {
     },
   });
 }
+
+Deno.test("autocastUnsupported: bf16 on the CPU works; a refused precision is a reason and leaves autocast off", () => {
+  assertEquals(autocastUnsupported("cpu", "fp32"), null);
+  assertEquals(autocastUnsupported("cpu", "bf16"), null);
+  const fp16 = autocastUnsupported("cpu", "fp16");
+  if (torchVersion().startsWith("1.13")) {
+    assert(fp16 !== null && fp16.includes("Bfloat16"), `libtorch 1.13's CPU autocast is bf16 only: ${fp16}`);
+  }
+  tidy(() => {
+    const a = Tensor.ones([2, 2]);
+    assertEquals(a.matmul(a).dtype, "float32", "autocast is off again after the refused dtype");
+  });
+});

@@ -6,9 +6,25 @@
 // The arithmetic is torch.cuda.amp.GradScaler's (its _amp_update_scale_ kernel): the scale is a float32, so every
 // update rounds to float32, and growth that would reach float32 infinity is not applied; the unscale multiplies by
 // the float32 reciprocal of the scale. tests/amp_test.ts compares step by step against PyTorch's GradScaler.
-import { ampUnscale_, type Device, noGrad, Tensor } from "../torch/mod.ts";
+import { ampUnscale_, autocast, type Device, noGrad, Tensor, TorchError } from "../torch/mod.ts";
 
 export type Precision = "fp32" | "bf16" | "fp16";
+
+/**
+ * Why this libtorch cannot autocast to `precision` on `device`, or null when it can (fp32 needs nothing). Asked once
+ * before training so that, e.g., fp16 on the CPU of libtorch 1.13 (whose CPU autocast is bf16 only) is one clear
+ * option error instead of a failure inside the first step.
+ */
+export function autocastUnsupported(device: Device, precision: Precision): string | null {
+  if (precision === "fp32") return null;
+  try {
+    autocast(device === "cpu" ? "cpu" : "cuda", precision === "bf16" ? "bfloat16" : "float16", () => {});
+    return null;
+  } catch (error) {
+    if (error instanceof TorchError) return error.message;
+    throw error;
+  }
+}
 
 export interface GradScalerState {
   scale: number;
