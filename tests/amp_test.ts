@@ -7,7 +7,7 @@ import { autocastUnsupported, GradScaler } from "../src/train/amp.ts";
 import { loadCheckpoint, saveCheckpoint } from "../src/train/checkpoint.ts";
 import { gradNorm, liveTensors, noGrad, Tensor, tidy, torchVersion } from "../src/torch/mod.ts";
 import { assert, assertClose, assertEquals, assertThrows, uniformValues } from "./helpers.ts";
-import { PYTHON, torchMissing } from "./torch_reference.ts";
+import { noTorch, PYTHON } from "./torch_reference.ts";
 
 /** A test that must leave no native handle behind. */
 function test(name: string, fn: () => void, options: { ignore?: boolean } = {}): void {
@@ -431,7 +431,7 @@ const CASES: [string, Case][] = [
 for (const [name, c] of CASES) {
   Deno.test({
     name: `grad scaler: equals PyTorch's GradScaler + clip_grad_norm_ + AdamW step by step: ${name}`,
-    ignore: torchMissing !== null,
+    ignore: noTorch,
     async fn() {
       const initial = SHAPES.map((shape, i) => uniformValues(shape.reduce((a, b) => a * b, 1), 50 + i));
       const expected = await reference(c, initial);
