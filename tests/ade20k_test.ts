@@ -24,15 +24,19 @@ import { extractFeatures, IGNORE_INDEX, segmentationProbe } from "../src/eval/pr
 import { buildPreset } from "../src/models/build.ts";
 import { liveTensors, type Tensor } from "../src/torch/mod.ts";
 import { saveCheckpoint } from "../src/train/checkpoint.ts";
-import { assert, assertEquals, assertThrows, quietly } from "./helpers.ts";
+import { assert, assertEquals, assertThrows, missingTool, pythonModulesMissing, quietly } from "./helpers.ts";
 
-function test(name: string, fn: () => void): void {
-  Deno.test(name, () => {
+function test(name: string, fn: () => void, options: { ignore?: boolean } = {}): void {
+  Deno.test({ name, ignore: options.ignore ?? false }, () => {
     const before = liveTensors();
     fn();
     assertEquals(liveTensors(), before, "live tensors after the test");
   });
 }
+
+// The two references written by Python: torchvision's label resize, and a JPEG written by PIL.
+const noTorchvision = missingTool("python3 with PIL and torchvision", pythonModulesMissing(["PIL", "torchvision"]));
+const noPil = missingTool("python3 with PIL", pythonModulesMissing(["PIL"]));
 
 // ---- fixtures -------------------------------------------------------------------------------------------------
 
@@ -254,11 +258,8 @@ test("label resize equals torchvision Resize(S, NEAREST) + CenterCrop(S) on a PI
     });
     const script = `
 import sys, json
-try:
-    from PIL import Image
-    import torchvision.transforms as T
-except Exception as e:
-    print("skip", e); sys.exit(0)
+from PIL import Image
+import torchvision.transforms as T
 d, cases = sys.argv[1], json.loads(sys.argv[2])
 out = bytearray()
 for k, (w, h, s) in enumerate(cases):
@@ -270,11 +271,10 @@ open(f"{d}/ref.bin", "wb").write(out)
 print("ok")
 `;
     const run = python(script, [dir, JSON.stringify(GEOMETRY_CASES)]);
-    if (run === null || run.text.startsWith("skip")) {
-      console.log(`  (skipped: no python3 with PIL + torchvision: ${run?.text.trim() ?? "no python3"})`);
-      return;
-    }
-    assert(run.ok && run.text.trim() === "ok", `reference script failed:\n${run.text}`);
+    assert(
+      run !== null && run.ok && run.text.trim() === "ok",
+      `reference script failed:\n${run?.text ?? "no python3"}`,
+    );
     const reference = Deno.readFileSync(`${dir}/ref.bin`);
     assertEquals(reference.length, ours.length, "reference length");
     let at = 0;
@@ -291,7 +291,7 @@ print("ok")
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
-});
+}, { ignore: noTorchvision });
 
 test("alignment: wherever a mask's 3x3 neighbourhood is one label, the eval image there has that label's colour", () => {
   const l = layout();
@@ -352,19 +352,15 @@ test("images equal the native eval transform decoded at full size (a JPEG is not
     Deno.writeFileSync(png, encodePng(400, 300, rgb, "rgb"));
     const run = python(
       `import sys
-try:
-    from PIL import Image
-except Exception as e:
-    print("skip", e); sys.exit(0)
+from PIL import Image
 Image.open(sys.argv[1]).save(sys.argv[2], quality=90)
 print("ok")`,
       [png, `${l.root}/images/validation/ADE_val_0.jpg`],
     );
-    if (run === null || run.text.startsWith("skip")) {
-      console.log(`  (skipped: no python3 with PIL to write a JPEG: ${run?.text.trim() ?? "no python3"})`);
-      return;
-    }
-    assert(run.ok, run.text);
+    assert(
+      run !== null && run.ok && run.text.trim() === "ok",
+      `PIL failed to write the JPEG:\n${run?.text ?? "no python3"}`,
+    );
     l.write("validation", "ADE_val_0", undefined, encodePng(400, 300, labels, "gray"));
     const side = 32; // 400 x 300 -> 42 x 32: the loader's default would decode this JPEG at 1/8 (50 x 38)
     const dataset = ade20kEvalDataset({ root: l.root, split: "validation", imageSize: side });
@@ -390,7 +386,7 @@ print("ok")`,
   } finally {
     Deno.removeSync(l.root, { recursive: true });
   }
-});
+}, { ignore: noPil });
 
 // ---- bad samples ------------------------------------------------------------------------------------------------
 

@@ -11,24 +11,16 @@ import { decodeImage, imageSkipReason, NativeLoader } from "../src/data/loader.t
 import { readWebDatasetTable } from "../src/data/webdataset.ts";
 import { crc32, encodePng } from "../src/data/png.ts";
 import { ZIP_DEFLATED, ZIP_STORED, ZipArchive } from "../src/data/zip.ts";
-import { liveTensors, NativeLibraryError } from "../src/torch/mod.ts";
-import { assert, assertEquals } from "./helpers.ts";
+import { liveTensors } from "../src/torch/mod.ts";
+import { assert, assertEquals, missingTool, nativeMissing, pythonModulesMissing } from "./helpers.ts";
 
 const IMAGE_CASES = 3000;
 const TAR_CASES = 300;
 const ZIP_CASES = 300;
 
-function probe(): string {
-  try {
-    liveTensors();
-  } catch (error) {
-    if (!(error instanceof NativeLibraryError)) throw error;
-    return error.message;
-  }
-  return "";
-}
-const missing = probe();
-if (missing !== "") console.warn(`data fuzz tests skipped: ${missing}`);
+const noNative = missingTool("the native library", nativeMissing());
+// PIL's JPEG, 16-bit PNG and WebP variants are the richer base images; without PIL only the two PNGs are fuzzed.
+const noPil = missingTool("python3 with PIL and numpy", pythonModulesMissing(["PIL", "numpy"]));
 
 /** A small deterministic generator (mulberry32). */
 function rng(seed: number): () => number {
@@ -71,18 +63,11 @@ function baseImages(dir: string): { name: string; bytes: Uint8Array }[] {
     { name: "ts_rgb.png", bytes: encodePng(w, h, rgb, "rgb") },
     { name: "ts_gray.png", bytes: encodePng(w, h, gray, "gray") },
   ];
-  try {
-    const result = new Deno.Command("/usr/bin/python3", { args: ["-c", PIL_SCRIPT, dir], stderr: "piped" })
-      .outputSync();
-    if (result.success) {
-      for (const entry of [...Deno.readDirSync(dir)].sort((a, b) => a.name.localeCompare(b.name))) {
-        out.push({ name: entry.name, bytes: Deno.readFileSync(`${dir}/${entry.name}`) });
-      }
-    } else {
-      console.warn("data fuzz: PIL base images unavailable; fuzzing the PNGs only");
-    }
-  } catch {
-    console.warn("data fuzz: /usr/bin/python3 not found; fuzzing the PNGs only");
+  if (noPil) return out;
+  const result = new Deno.Command("/usr/bin/python3", { args: ["-c", PIL_SCRIPT, dir], stderr: "piped" }).outputSync();
+  if (!result.success) throw new Error(`PIL base images failed:\n${new TextDecoder().decode(result.stderr)}`);
+  for (const entry of [...Deno.readDirSync(dir)].sort((a, b) => a.name.localeCompare(b.name))) {
+    out.push({ name: entry.name, bytes: Deno.readFileSync(`${dir}/${entry.name}`) });
   }
   return out;
 }
@@ -241,7 +226,7 @@ function tar(members: { name: string; data: Uint8Array }[]): Uint8Array {
 
 Deno.test({
   name: `data fuzz: ${IMAGE_CASES} mutated images through the decoder and the loader, all counted`,
-  ignore: missing !== "",
+  ignore: noNative,
   fn() {
     const dir = Deno.makeTempDirSync({ prefix: "dc_fuzz_img_" });
     try {
@@ -303,7 +288,7 @@ Deno.test({
 
 Deno.test({
   name: `data fuzz: ${TAR_CASES} mutated webdataset shards are indexed or refused, members decoded or skipped`,
-  ignore: missing !== "",
+  ignore: noNative,
   fn() {
     const dir = Deno.makeTempDirSync({ prefix: "dc_fuzz_tar_" });
     try {
@@ -369,7 +354,7 @@ Deno.test({
 
 Deno.test({
   name: `data fuzz: ${ZIP_CASES} mutated zips and ${ZIP_CASES} flipped deflate streams, each member's verdict checked`,
-  ignore: missing !== "",
+  ignore: noNative,
   fn() {
     const dir = Deno.makeTempDirSync({ prefix: "dc_fuzz_zip_" });
     try {

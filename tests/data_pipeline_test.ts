@@ -27,15 +27,14 @@ import { ClipTokenizer } from "../src/data/tokenizer.ts";
 import { trainBpe } from "../src/data/bpe_trainer.ts";
 import { liveTensors, type Tensor } from "../src/torch/mod.ts";
 import { codes } from "../src/torch/symbols.ts";
-import { assert, assertClose, assertEquals, assertThrows, nativeOrPilMissing } from "./helpers.ts";
+import { assert, assertClose, assertEquals, assertThrows, missingTool, nativeOrPilMissing } from "./helpers.ts";
 
 // ---- environment and fixtures ------------------------------------------------------------------------------------
 
 const PYTHON = "/usr/bin/python3";
 const SCRIPT = new URL("./data_fixtures.py", import.meta.url).pathname;
 
-const missing = nativeOrPilMissing();
-if (missing !== null) console.warn(`data_pipeline tests skipped: ${missing}`);
+const cannotRun = missingTool("the native library and python3 with PIL and numpy", nativeOrPilMissing());
 
 function python(args: string[]): void {
   const result = new Deno.Command(PYTHON, { args: [SCRIPT, ...args], stdout: "piped", stderr: "piped" }).outputSync();
@@ -56,7 +55,7 @@ function fx(...parts: string[]): string {
 }
 
 function test(name: string, fn: () => void | Promise<void>): void {
-  Deno.test({ name: `data: ${name}`, ignore: missing !== null, fn });
+  Deno.test({ name: `data: ${name}`, ignore: cannotRun, fn });
 }
 
 /** Checks that fn leaves no tensor handle behind. */

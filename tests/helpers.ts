@@ -190,17 +190,71 @@ export function timmInstalled(): boolean {
  * /usr/bin/python3 lacks PIL or numpy), or null when they can.
  */
 export function nativeOrPilMissing(): string | null {
+  return nativeMissing() ?? pythonModulesMissing(["PIL", "numpy"]);
+}
+
+// ---- tests that need a tool this machine may lack ----------------------------------------------------------------
+
+const REQUIRE_TOOLS = Deno.env.get("DETAILCLIP_REQUIRE_TOOLS") === "1";
+const reportedMissing = new Set<string>();
+
+/**
+ * Whether the tests that need `what` (a compiler, a Python module, a downloaded file) cannot run here, decided before
+ * they are registered, for their `ignore:`; `why` says what is missing, null when nothing is. A test that cannot run
+ * is reported as ignored, with one warning line giving the reason, never as passed having asserted nothing. With
+ * DETAILCLIP_REQUIRE_TOOLS=1 (CI, which installs every tool) the reason becomes one failing test instead, so a tool
+ * lost from CI cannot hide behind ignored tests.
+ */
+export function missingTool(what: string, why: string | null): boolean {
+  if (why === null) return false;
+  if (!reportedMissing.has(what)) {
+    reportedMissing.add(what);
+    if (REQUIRE_TOOLS) {
+      Deno.test(`required tool: ${what}`, () => {
+        throw new AssertionError(`DETAILCLIP_REQUIRE_TOOLS=1, but the tests that need ${what} cannot run: ${why}`);
+      });
+    } else {
+      console.warn(`ignoring the tests that need ${what}: ${why}`);
+    }
+  }
+  return true;
+}
+
+/** Why `command` cannot be run here (not installed, or `command args` fails), or null when it runs. */
+export function commandMissing(command: string, args: readonly string[] = ["--version"]): string | null {
+  try {
+    const result = new Deno.Command(command, { args: [...args], stdout: "null", stderr: "null" }).outputSync();
+    return result.success ? null : `\`${[command, ...args].join(" ")}\` failed (exit status ${result.code})`;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return `${command} is not installed`;
+    throw error;
+  }
+}
+
+/** Why /usr/bin/python3 cannot import every one of `modules`, or null when it can. */
+export function pythonModulesMissing(modules: readonly string[]): string | null {
+  try {
+    const result = new Deno.Command("/usr/bin/python3", {
+      args: ["-c", `import ${modules.join(", ")}`],
+      stdout: "null",
+      stderr: "piped",
+    }).outputSync();
+    if (result.success) return null;
+    const last = new TextDecoder().decode(result.stderr).trim().split("\n").pop() ?? "import failed";
+    return `/usr/bin/python3 cannot import ${modules.join(", ")} (${last})`;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return "/usr/bin/python3 not found";
+    throw error;
+  }
+}
+
+/** The native library's load error, or null when it loads. */
+export function nativeMissing(): string | null {
   try {
     liveTensors();
+    return null;
   } catch (error) {
     if (!(error instanceof NativeLibraryError)) throw error;
     return error.message;
-  }
-  try {
-    const result = new Deno.Command("/usr/bin/python3", { args: ["-c", "import PIL, numpy"], stderr: "piped" })
-      .outputSync();
-    return result.success ? null : "python3 lacks PIL or numpy (apt-get install python3-pil python3-numpy)";
-  } catch {
-    return "/usr/bin/python3 not found";
   }
 }

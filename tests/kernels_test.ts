@@ -10,10 +10,15 @@
 // - `bash bench/device.sh` without a GPU prints one line and exits 2.
 import { keepCellsForRatio, selectTokens } from "../src/models/token_selection.ts";
 import { cudaIsAvailable, F, kernelsCompiled, liveTensors, Tensor, tidy } from "../src/torch/mod.ts";
-import { assert, assertClose, assertEquals, rng } from "./helpers.ts";
+import { assert, assertClose, assertEquals, commandMissing, missingTool, rng } from "./helpers.ts";
 
 const root = new URL("..", import.meta.url).pathname;
 const cuda = cudaIsAvailable();
+const compiler = Deno.env.get("CXX") ?? "g++";
+const noCompiler = missingTool(`${compiler} (to build tests/kernels/token_select_test.cpp)`, commandMissing(compiler));
+// bench/device.sh's no-GPU line is only what a machine without a GPU sees.
+const gpuHere = cuda &&
+  new Deno.Command("bash", { args: ["-c", "command -v nvidia-smi"], stdout: "null" }).outputSync().success;
 
 interface Case {
   batch: number;
@@ -50,33 +55,27 @@ function randomCases(count: number, seed: number): Case[] {
   return cases;
 }
 
-/** Compiles tests/kernels/token_select_test.cpp once per run (a few seconds); null when there is no g++. */
-async function buildImplBinary(): Promise<string | null> {
+/** Compiles tests/kernels/token_select_test.cpp once per run (a few seconds). */
+async function buildImplBinary(): Promise<string> {
   const dir = await Deno.makeTempDir({ prefix: "dc_kernels_test_" });
   const out = `${dir}/token_select_test`;
-  const compiler = Deno.env.get("CXX") ?? "g++";
-  try {
-    const result = await new Deno.Command(compiler, {
-      args: [
-        "-std=c++17",
-        "-O2",
-        "-Wall",
-        "-Wextra",
-        "-Werror",
-        "-x",
-        "c++",
-        "-DDC_HD=",
-        "-o",
-        out,
-        `${root}tests/kernels/token_select_test.cpp`,
-      ],
-      stderr: "piped",
-    }).output();
-    if (!result.success) throw new Error(`g++ failed:\n${new TextDecoder().decode(result.stderr)}`);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return null;
-    throw error;
-  }
+  const result = await new Deno.Command(compiler, {
+    args: [
+      "-std=c++17",
+      "-O2",
+      "-Wall",
+      "-Wextra",
+      "-Werror",
+      "-x",
+      "c++",
+      "-DDC_HD=",
+      "-o",
+      out,
+      `${root}tests/kernels/token_select_test.cpp`,
+    ],
+    stderr: "piped",
+  }).output();
+  if (!result.success) throw new Error(`${compiler} failed:\n${new TextDecoder().decode(result.stderr)}`);
   return out;
 }
 
@@ -132,12 +131,11 @@ function describe(c: Case): string {
   return `B=${c.batch} grid ${c.gridH}x${c.gridW} cell ${c.cell} ratio ${c.ratio} ${c.dtype}`;
 }
 
-Deno.test("token_select_impl.h on the CPU equals prune.cpp's reference bit for bit (400 random cases)", async () => {
+Deno.test({
+  name: "token_select_impl.h on the CPU equals prune.cpp's reference bit for bit (400 random cases)",
+  ignore: noCompiler,
+}, async () => {
   const binary = await buildImplBinary();
-  if (binary === null) {
-    console.log("  skipped: no g++ to build tests/kernels/token_select_test.cpp");
-    return;
-  }
   try {
     const cases = randomCases(400, 8);
     const before = liveTensors();
@@ -206,12 +204,7 @@ Deno.test("dc_cls_attention_accumulate_ adds the head-summed CLS attention (CPU,
   assertEquals(liveTensors(), before, "live handles");
 });
 
-Deno.test("bench/device.sh without a GPU prints one line and exits 2", async () => {
-  const probe = await new Deno.Command("bash", { args: ["-c", "command -v nvidia-smi"], stdout: "null" }).output();
-  if (probe.success && cuda) {
-    console.log("  skipped: this machine has a GPU");
-    return;
-  }
+Deno.test({ name: "bench/device.sh without a GPU prints one line and exits 2", ignore: gpuHere }, async () => {
   const { code, stdout, stderr } = await new Deno.Command("bash", {
     args: [`${root}bench/device.sh`],
     env: { OUT: await Deno.makeTempDir({ prefix: "dc_device_out_" }) },

@@ -5,18 +5,9 @@
 import { writeMnistDataset } from "../src/data/mnist.ts";
 import { readCsvTable } from "../src/data/csv.ts";
 import { decodeImage } from "../src/data/loader.ts";
-import { liveTensors, NativeLibraryError } from "../src/torch/mod.ts";
-import { assert, assertEquals } from "./helpers.ts";
+import { assert, assertEquals, missingTool, nativeMissing } from "./helpers.ts";
 
-const nativeMissing = (() => {
-  try {
-    liveTensors();
-    return false;
-  } catch (error) {
-    if (error instanceof NativeLibraryError) return true;
-    throw error;
-  }
-})();
+const noNative = missingTool("the native library", nativeMissing());
 
 function pixels(c: number, n: number): number[] {
   return Array.from({ length: 784 }, (_, i) => (i * 7 + c * 31 + n * 13) % 256);
@@ -62,7 +53,7 @@ for (const kind of ["mnist", "fashion-mnist"] as const) {
       assertEquals([...paths(train), ...paths(test)].sort(), paths(table).sort());
       const bytes = Deno.readFileSync(table.image(3).path);
       assertEquals([...bytes.subarray(1, 4)], [0x50, 0x4e, 0x47], "a PNG");
-      if (!nativeMissing) {
+      if (!noNative) {
         const decoded = decodeImage(bytes);
         assert(!("skip" in decoded), "the PNG decodes");
         assertEquals([decoded.width, decoded.height], [28, 28]);

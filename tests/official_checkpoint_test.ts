@@ -23,25 +23,23 @@ import {
 } from "../src/train/official_checkpoint.ts";
 import { AdamW, officialParamGroups } from "../src/train/optimizer.ts";
 import { parseTrainOptions } from "../src/train/options.ts";
-import { assert, assertEquals, assertThrows, GOLDEN_DIR, pylibEnv, quietly } from "./helpers.ts";
+import {
+  assert,
+  assertEquals,
+  assertThrows,
+  GOLDEN_DIR,
+  missingTool,
+  pylibEnv,
+  pythonModulesMissing,
+  quietly,
+} from "./helpers.ts";
 
 const PYTHON = "/usr/bin/python3";
 const FIXTURES = new URL("./official_fixtures.py", import.meta.url).pathname;
 const EXPORT_CHECK = new URL("./export_check.py", import.meta.url).pathname;
 const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
 
-const torchProbe = (() => {
-  try {
-    const out = new Deno.Command(PYTHON, { args: ["-c", "import torch"], stdout: "null", stderr: "piped" })
-      .outputSync();
-    return out.success ? null : new TextDecoder().decode(out.stderr).trim().split("\n").pop() ?? "failed";
-  } catch (error) {
-    return (error as Error).message;
-  }
-})();
-if (torchProbe !== null) {
-  console.warn(`skipping the official-checkpoint tests: ${PYTHON} cannot import torch (${torchProbe})`);
-}
+const noTorch = missingTool("python3 with torch", pythonModulesMissing(["torch"]));
 
 function python(args: string[]): string {
   const out = new Deno.Command(PYTHON, { args, env: pylibEnv(), stdout: "piped", stderr: "piped" }).outputSync();
@@ -54,7 +52,7 @@ function python(args: string[]): string {
 function test(name: string, fn: () => void | Promise<void>): void {
   Deno.test({
     name: `official checkpoints: ${name}`,
-    ignore: torchProbe !== null,
+    ignore: noTorch,
     fn: async () => {
       const before = liveTensors();
       await fn();

@@ -9,7 +9,7 @@ import { csvTrainSource } from "../src/data/csv.ts";
 import { ClipTokenizer } from "../src/data/tokenizer.ts";
 import { trainBpe, writeMerges } from "../src/data/bpe_trainer.ts";
 import { liveTensors, type Tensor } from "../src/torch/mod.ts";
-import { assert, assertEquals, assertThrows, nativeOrPilMissing } from "./helpers.ts";
+import { assert, assertEquals, assertThrows, missingTool, nativeOrPilMissing } from "./helpers.ts";
 
 const PYTHON = "/usr/bin/python3";
 
@@ -97,8 +97,7 @@ with open(os.path.join(out, "info_only.json"), "w") as f:
     json.dump({"info": {"subreddit": "pics"}}, f)
 `;
 
-const missing = nativeOrPilMissing();
-if (missing !== null) console.warn(`redcaps tests skipped: ${missing}`);
+const cannotRun = missingTool("the native library and python3 with PIL and numpy", nativeOrPilMissing());
 
 let dir: string | null = null;
 function fixtures(): string {
@@ -112,7 +111,7 @@ function fixtures(): string {
 }
 
 function test(name: string, fn: () => void | Promise<void>): void {
-  Deno.test({ name: `redcaps: ${name}`, ignore: missing !== null, fn });
+  Deno.test({ name: `redcaps: ${name}`, ignore: cannotRun, fn });
 }
 
 /** Every annotation file of the fixtures: a comma list whose second part is a brace pattern. */

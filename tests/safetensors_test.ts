@@ -12,7 +12,7 @@ import {
   Tensor,
   writeSafeTensors,
 } from "../src/torch/mod.ts";
-import { GOLDEN_DIR } from "./helpers.ts";
+import { GOLDEN_DIR, missingTool, pythonModulesMissing } from "./helpers.ts";
 
 const GOLDEN = GOLDEN_DIR;
 const PYTHON = "/usr/bin/python3";
@@ -360,19 +360,8 @@ leakFreeTest("every golden file reads fully with the header's shapes and dtypes"
 
 // ---- an independent reader and writer: Python with torch, no safetensors package -------------------------------
 
-const torchProbe = (() => {
-  try {
-    const out = new Deno.Command(PYTHON, { args: ["-c", "import torch"], stdout: "null", stderr: "piped" })
-      .outputSync();
-    return out.success ? null : new TextDecoder().decode(out.stderr).trim().split("\n").pop();
-  } catch (error) {
-    return (error as Error).message;
-  }
-})();
-if (torchProbe !== null) {
-  console.warn(`skipping the Python cross-checks: ${PYTHON} cannot import torch (${torchProbe})`);
-}
-const pythonSuffix = torchProbe === null ? "" : ` (skipped: ${PYTHON} cannot import torch)`;
+const noTorch = missingTool("python3 with torch", pythonModulesMissing(["torch"]));
+const pythonSuffix = !noTorch ? "" : ` (skipped: ${PYTHON} cannot import torch)`;
 
 function python(script: string, args: string[]): unknown {
   const out = new Deno.Command(PYTHON, { args: ["-c", script, ...args], stdout: "piped", stderr: "piped" })
@@ -467,7 +456,7 @@ leakFreeTest(`our writer agrees with an independent Python/torch reader${pythonS
   } finally {
     disposeAll(tensorsOf(s).values());
   }
-}, torchProbe !== null);
+}, noTorch);
 
 const PY_WRITE = PY_COMMON + `
 tensors = {
@@ -547,7 +536,7 @@ leakFreeTest(`our reader agrees with an independent Python/torch writer${pythonS
   } finally {
     disposeAll(all.values());
   }
-}, torchProbe !== null);
+}, noTorch);
 
 // ---- corrupt and unsupported files ------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 // Determinism is pinned by checksums of a few samples (a change to the generator must change them on purpose);
 // captions are parsed back and checked against the attributes and against the pixels (mask area, centroid, colour);
 // PNG output is decoded by Python's zlib (and PIL when importable), not by our own code. Only the tensor test needs
-// the native library; it is skipped with a message when the library is missing.
+// the native library; it is ignored, with the reason, when the library is missing.
 import { groupEqualCaptions } from "../src/eval/retrieval.ts";
 import { crc32, encodePng } from "../src/data/png.ts";
 import {
@@ -35,8 +35,16 @@ import {
   toImageArray,
   writeSyntheticZeroShotFiles,
 } from "../src/data/synthetic.ts";
-import { liveTensors, NativeLibraryError } from "../src/torch/mod.ts";
-import { assert, assertClose, assertEquals, assertThrows } from "./helpers.ts";
+import { liveTensors } from "../src/torch/mod.ts";
+import {
+  assert,
+  assertClose,
+  assertEquals,
+  assertThrows,
+  missingTool,
+  nativeMissing,
+  pythonModulesMissing,
+} from "./helpers.ts";
 
 const hex = (n: number): string => n.toString(16).padStart(8, "0");
 const samples = (split: SyntheticSplit, count: number, start = 0): SyntheticSample[] =>
@@ -357,17 +365,9 @@ Deno.test("synthetic: syntheticBatchArrays shapes, labels, masks; evaluation bat
   assert(nextEpoch.u.some((x, i) => x !== batch.u[i]), "a new epoch gives new views");
 });
 
-let nativeMissing = "";
-try {
-  liveTensors();
-} catch (error) {
-  if (!(error instanceof NativeLibraryError)) throw error;
-  nativeMissing = error.message;
-}
-
 Deno.test({
   name: "synthetic: syntheticBatch returns float32 (B, 3, H, W) tensors holding the arrays' values",
-  ignore: nativeMissing !== "",
+  ignore: missingTool("the native library", nativeMissing()),
   fn() {
     const before = liveTensors();
     const arrays = syntheticBatchArrays("train", [1, 2, 3], { size: 32 });
@@ -385,7 +385,6 @@ Deno.test({
     assertEquals(liveTensors(), before, "tensor handles left behind");
   },
 });
-if (nativeMissing !== "") console.warn(`synthetic_test: tensor test skipped: ${nativeMissing}`);
 
 // ---- augmentation ------------------------------------------------------------------------------------------------
 
@@ -527,21 +526,14 @@ except ImportError:
 print(json.dumps({"w": w, "h": h, "depth": depth, "ctype": ctype, "chunks": chunks, "pixels": out.hex(), "pil": pil}))
 `;
 
-function python(): string | null {
-  try {
-    Deno.statSync("/usr/bin/python3");
-    return "/usr/bin/python3";
-  } catch {
-    return null;
-  }
-}
+const noPython = missingTool("/usr/bin/python3", pythonModulesMissing(["zlib", "struct"]));
+const noPil = missingTool("python3 with PIL", pythonModulesMissing(["PIL"]));
 
-Deno.test("png: encodePng output decodes (Python zlib + struct, and PIL when present) to the same bytes", async () => {
-  const exe = python();
-  if (exe === null) {
-    console.warn("png test skipped: /usr/bin/python3 not found");
-    return;
-  }
+Deno.test({
+  name: "png: encodePng output decodes (Python zlib + struct, and PIL when present) to the same bytes",
+  ignore: noPython,
+}, async () => {
+  const exe = "/usr/bin/python3";
   const rgb = syntheticSample("train", 1).pixels;
   const gray = Uint8Array.from({ length: 13 * 7 }, (_, i) => (i * 37) & 255); // odd sizes, every byte value class
   const dir = await Deno.makeTempDir({ prefix: "png_test_" });
@@ -557,8 +549,8 @@ Deno.test("png: encodePng output decodes (Python zlib + struct, and PIL when pre
       assertEquals([decoded.w, decoded.h, decoded.depth, decoded.ctype], [width, height, 8, ctype], `${name} header`);
       assertEquals(decoded.chunks, ["IHDR", "IDAT", "IEND"], `${name} chunks`);
       assert(decoded.pixels === want, `${name}: zlib/struct decoding differs from the input`);
-      if (decoded.pil === null) console.warn("png test: PIL not importable, checked with zlib + struct only");
-      else assert(decoded.pil === want, `${name}: PIL decoding differs from the input`);
+      assertEquals(decoded.pil === null, noPil, `${name}: PIL used exactly when importable`);
+      if (decoded.pil !== null) assert(decoded.pil === want, `${name}: PIL decoding differs from the input`);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });

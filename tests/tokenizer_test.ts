@@ -21,7 +21,7 @@ import {
   scanWords,
   splitWords,
 } from "../src/data/tokenizer.ts";
-import { rng } from "./helpers.ts";
+import { missingTool, rng } from "./helpers.ts";
 
 const PYTHON = "/usr/bin/python3";
 
@@ -768,13 +768,13 @@ const pythonMissing = (() => {
     return `${PYTHON} not found`;
   }
 })();
-if (pythonMissing !== null) console.warn(`skipping the SimpleTokenizer parity test: ${pythonMissing}`);
+const noPython = missingTool("/usr/bin/python3", pythonMissing);
 
 Deno.test({
   name: `parity: ids equal a Python port of OpenAI's SimpleTokenizer on our trained merges${
     pythonMissing === null ? "" : ` (skipped: ${pythonMissing})`
   }`,
-  ignore: pythonMissing !== null,
+  ignore: noPython,
   async fn() {
     const dir = tempDir();
     try {
@@ -887,7 +887,11 @@ const openAiMissing = (() => {
   const probe = new Deno.Command(PYTHON, { args: ["-c", "import regex"], stdout: "null", stderr: "null" }).outputSync();
   return probe.success ? null : "Python's regex module is missing (apt-get install python3-regex)";
 })();
-if (openAiMissing !== null) console.warn(`skipping the parity tests with OpenAI's vocabulary: ${openAiMissing}`);
+const openAiIgnore = missingTool("OpenAI's vocabulary with python3 and its regex module", openAiMissing);
+const noOpenAiVocab = missingTool(
+  "OpenAI's vocabulary",
+  openAiVocabMissing ? "no .tools/bpe_simple_vocab_16e6.txt.gz (./dc setup)" : null,
+);
 
 async function runOpenAiDriver(mode: string, input: unknown, vocab = OPENAI_BPE): Promise<Record<string, unknown>> {
   const child = new Deno.Command(PYTHON, {
@@ -1466,7 +1470,6 @@ function boundaryCaptions(): string[] {
   return out;
 }
 
-const openAiIgnore = openAiMissing !== null;
 const openAiNote = openAiIgnore ? ` (skipped: ${openAiMissing})` : "";
 
 Deno.test({
@@ -1697,7 +1700,7 @@ Deno.test({
   name: `cli data openai-bpe: OpenAI's text from an unpacked package and from its .tgz, plain and gzipped${
     openAiVocabMissing ? " (skipped: no .tools/bpe_simple_vocab_16e6.txt.gz)" : ""
   }`,
-  ignore: openAiVocabMissing,
+  ignore: noOpenAiVocab,
   async fn() {
     const dir = tempDir();
     try {

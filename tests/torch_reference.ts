@@ -4,23 +4,14 @@
 // together with reference modules written as the official code writes them (timm 0.5.4 ViT, OpenAI CLIP text
 // blocks, iBOT's head).
 import { liveTensors, loadSafeTensors, noGrad, Tensor, tidy, where, writeSafeTensors } from "../src/torch/mod.ts";
-import { assertEquals, AssertionError } from "./helpers.ts";
+import { assertEquals, AssertionError, missingTool, pythonModulesMissing } from "./helpers.ts";
 
 export const PYTHON = "/usr/bin/python3";
 
-/** null when Python can import torch, else why not (tests that need it are then skipped with that reason). */
-export const torchMissing: string | null = (() => {
-  try {
-    const out = new Deno.Command(PYTHON, { args: ["-c", "import torch"], stdout: "null", stderr: "piped" })
-      .outputSync();
-    return out.success ? null : new TextDecoder().decode(out.stderr).trim().split("\n").pop() ?? "import failed";
-  } catch (error) {
-    return (error as Error).message;
-  }
-})();
-if (torchMissing !== null) {
-  console.warn(`skipping PyTorch parity tests: ${PYTHON} cannot import torch (${torchMissing})`);
-}
+/** null when Python can import torch, else why not. */
+export const torchMissing: string | null = pythonModulesMissing(["torch"]);
+/** Whether the tests that compare against PyTorch are ignored here (see missingTool: they fail in CI instead). */
+export const noTorch: boolean = missingTool("python3 with torch", torchMissing);
 
 const PY_IO = `
 import json, struct, sys, math
@@ -292,7 +283,7 @@ export function perturb(t: Tensor, low: number, high: number, offset = 0): void 
 
 /** A Deno test that runs fn inside a scope and fails if native tensor handles outlive it. */
 export function leakFreeTest(name: string, fn: () => void, options: { needsTorch?: boolean } = {}): void {
-  const skip = options.needsTorch === true && torchMissing !== null;
+  const skip = options.needsTorch === true && noTorch;
   Deno.test({
     name: skip ? `${name} (skipped: no PyTorch)` : name,
     ignore: skip,

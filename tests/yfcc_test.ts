@@ -20,7 +20,7 @@ import { trainBpe, writeMerges } from "../src/data/bpe_trainer.ts";
 import { ZIP_DEFLATED, ZipArchive } from "../src/data/zip.ts";
 import { liveTensors, type Tensor } from "../src/torch/mod.ts";
 import { main as yfccToCsv } from "../cli/data_yfcc.ts";
-import { assert, assertEquals, assertThrows, nativeOrPilMissing } from "./helpers.ts";
+import { assert, assertEquals, assertThrows, missingTool, nativeOrPilMissing } from "./helpers.ts";
 
 const PYTHON = "/usr/bin/python3";
 const SCRIPT = String.raw`
@@ -56,7 +56,7 @@ const pythonMissing = (() => {
     return `${PYTHON} not found`;
   }
 })();
-if (pythonMissing !== null) console.warn(`yfcc tests skipped: ${pythonMissing}`);
+const noPython = missingTool("/usr/bin/python3", pythonMissing);
 
 let dir: string | null = null;
 function fixtures(): string {
@@ -70,7 +70,7 @@ function fixtures(): string {
 }
 
 function test(name: string, fn: () => void | Promise<void>): void {
-  Deno.test({ name: `yfcc: ${name}`, ignore: pythonMissing !== null, fn });
+  Deno.test({ name: `yfcc: ${name}`, ignore: noPython, fn });
 }
 
 function expected(i: number): { index: number | bigint; title: string; desc: string } {
@@ -254,8 +254,7 @@ with open(os.path.join(out, "clean.csv"), "w", newline="") as f:
     w.writerows(csv_rows)
 `;
 
-const nativeMissing = pythonMissing ?? nativeOrPilMissing();
-if (nativeMissing !== null && pythonMissing === null) console.warn(`yfcc zip tests skipped: ${nativeMissing}`);
+const noZipTools = noPython || missingTool("the native library and python3 with PIL and numpy", nativeOrPilMissing());
 
 let zipDir: string | null = null;
 function zipFixtures(): string {
@@ -269,7 +268,7 @@ function zipFixtures(): string {
 }
 
 function zipTest(name: string, fn: () => void | Promise<void>): void {
-  Deno.test({ name: `yfcc zips: ${name}`, ignore: nativeMissing !== null, fn });
+  Deno.test({ name: `yfcc zips: ${name}`, ignore: noZipTools, fn });
 }
 
 const CLEAN_CAPTIONS = Array.from(

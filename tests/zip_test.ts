@@ -1,17 +1,11 @@
 // zip_test.ts: the zip reader against archives written by Python's zipfile (stored, deflated, zip64, UTF-8 names),
 // and its errors on truncated and corrupted archives. Python writes the fixtures in the test so nothing binary is
-// committed; the tests are skipped with a message when /usr/bin/python3 is absent.
+// committed; the tests are ignored, with the reason, when /usr/bin/python3 is absent.
 import { ZIP_DEFLATED, ZIP_STORED, ZipArchive, ZipError } from "../src/data/zip.ts";
-import { assert, assertEquals } from "./helpers.ts";
+import { assert, assertEquals, commandMissing, missingTool } from "./helpers.ts";
 
 const PYTHON = "/usr/bin/python3";
-const hasPython = (() => {
-  try {
-    return Deno.statSync(PYTHON).isFile;
-  } catch {
-    return false;
-  }
-})();
+const noPython = missingTool("/usr/bin/python3", commandMissing(PYTHON));
 
 // Members: a stored and a deflated text, 200 KiB of pseudo-random bytes (deflate cannot shrink them), an empty
 // file and a UTF-8 name. The same members go into a plain and a forced-zip64 archive.
@@ -48,7 +42,7 @@ const text = (bytes: Uint8Array): string => new TextDecoder().decode(bytes);
 for (const zip64 of [false, true]) {
   Deno.test({
     name: `zip: reads stored, deflated, empty and UTF-8-named members${zip64 ? " (zip64)" : ""}`,
-    ignore: !hasPython,
+    ignore: noPython,
     fn() {
       const dir = Deno.makeTempDirSync();
       try {
@@ -79,7 +73,7 @@ for (const zip64 of [false, true]) {
 
 Deno.test({
   name: "zip: missing members, truncation, corruption and non-zips are ZipErrors that name the file",
-  ignore: !hasPython,
+  ignore: noPython,
   fn() {
     const dir = Deno.makeTempDirSync();
     try {
@@ -120,7 +114,7 @@ Deno.test({
 
 Deno.test({
   name: "zip: 400 archives with mutated directories either read or fail with a ZipError, nothing else",
-  ignore: !hasPython,
+  ignore: noPython,
   fn() {
     const dir = Deno.makeTempDirSync();
     try {

@@ -77,7 +77,14 @@ export function autocast<T>(deviceType: "cpu" | "cuda", dtype: DType, fn: () => 
   const lib = native();
   const type = deviceType === "cpu" ? 0 : 1;
   const wasEnabled = lib.dc_autocast_is_enabled(type) === 1;
-  check(lib.dc_autocast_set(type, 1, dtypeCode(dtype)), "autocast", []);
+  try {
+    check(lib.dc_autocast_set(type, 1, dtypeCode(dtype)), "autocast", []);
+  } catch (error) {
+    // libtorch switches autocast on before it refuses the dtype (1.13's CPU autocast takes bf16 only): switch it back
+    // off, with the device's default dtype, which every version accepts.
+    if (!wasEnabled) lib.dc_autocast_set(type, 0, dtypeCode(deviceType === "cpu" ? "bfloat16" : "float16"));
+    throw error;
+  }
   try {
     return fn();
   } finally {

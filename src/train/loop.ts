@@ -30,7 +30,7 @@ import {
   tidy,
 } from "../torch/mod.ts";
 import { ProcessGroup } from "../torch/dist.ts";
-import { GradScaler, type Precision } from "./amp.ts";
+import { autocastUnsupported, GradScaler, type Precision } from "./amp.ts";
 import { findResumeCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import {
   describeOfficialResume,
@@ -121,6 +121,8 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
     throw new OptionError(`--device ${device}: this libtorch build has no usable CUDA device`);
   }
   const precision: Precision = options.disableAmp ? "fp32" : options.precision ?? (device === "cpu" ? "fp32" : "bf16");
+  const noAutocast = autocastUnsupported(device, precision);
+  if (noAutocast !== null) throw new OptionError(`--precision ${precision} on ${device}: ${noAutocast}`);
   manualSeed(options.seed + rank);
   await Deno.mkdir(options.outputDir, { recursive: true });
 
