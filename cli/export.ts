@@ -13,6 +13,7 @@ import {
 import { type Tensor, writeSafeTensors } from "../src/torch/mod.ts";
 import { PtFileError, savePt } from "../src/torch/pt_file.ts";
 import { UsageError } from "./usage_error.ts";
+import { outputOverInputProblem } from "../src/fs/same_file.ts";
 
 const HELP = `usage: deno task export backbone --checkpoint P [--teacher] --out X.safetensors|X.pt
 
@@ -51,6 +52,8 @@ export function runExport(args: string[]): number {
     }
   }
   if (checkpoint === undefined || out === undefined) throw new UsageError("--checkpoint and --out are required");
+  const overInput = outputOverInputProblem("--out", out, [{ flag: "--checkpoint", path: checkpoint }]);
+  if (overInput !== null) throw new UsageError(overInput);
   let tensors: Map<string, Tensor>;
   let kind: string;
   try {

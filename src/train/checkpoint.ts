@@ -13,6 +13,7 @@ import {
   Tensor,
   writeSafeTensors,
 } from "../torch/mod.ts";
+import { syncDirectory } from "../fs/atomic_write.ts";
 
 /** The `format` tag in every checkpoint's metadata; bump the number when the layout changes meaning. */
 export const CHECKPOINT_FORMAT = "detailclip-checkpoint/1";
@@ -508,17 +509,6 @@ function processIsAlive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-function syncDirectory(dir: string): void {
-  try {
-    const handle = Deno.openSync(dir, { read: true });
-    try {
-      handle.syncSync();
-    } finally {
-      handle.close();
-    }
-  } catch { /* not every platform lets a directory be opened; the data itself is fsynced */ }
 }
 
 function escapeRegExp(text: string): string {

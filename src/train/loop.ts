@@ -48,6 +48,7 @@ import { AdamW, officialParamGroups } from "./optimizer.ts";
 import { flagOf, OptionError, type TrainOptions } from "./options.ts";
 import { lossCurveSvg } from "./plot.ts";
 import { cosineValue, emaMomentum } from "./schedules.ts";
+import { writeFileAtomic } from "../fs/atomic_write.ts";
 
 /** A non-finite loss: names the optimizer step and the loss term, as the acceptance list asks. */
 export class NonFiniteLossError extends Error {
@@ -389,8 +390,8 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
     output_dir: options.outputDir,
   };
   if (rank === 0) {
-    await Deno.writeTextFile(`${options.outputDir}/summary.json`, JSON.stringify(summary, null, 2) + "\n");
-    await Deno.writeTextFile(`${options.outputDir}/loss_curve.svg`, lossCurve(history));
+    writeFileAtomic(`${options.outputDir}/summary.json`, JSON.stringify(summary, null, 2) + "\n");
+    writeFileAtomic(`${options.outputDir}/loss_curve.svg`, lossCurve(history));
     jsonl.write({ type: "summary", ...summary });
     const rate = trainedSteps / Math.max((performance.now() - stepStarted) / 1000, 1e-9);
     log(
