@@ -12,6 +12,7 @@ import {
 } from "../src/train/official_checkpoint.ts";
 import { type Tensor, writeSafeTensors } from "../src/torch/mod.ts";
 import { PtFileError, savePt } from "../src/torch/pt_file.ts";
+import { describeNonFinite, nonFiniteTensors } from "../src/train/finite.ts";
 import { UsageError } from "./usage_error.ts";
 import { outputOverInputProblem } from "../src/fs/same_file.ts";
 
@@ -106,6 +107,11 @@ function readCheckpointTensors(path: string, teacher: boolean): { tensors: Map<s
   try {
     for (const [key, ref] of official.weights) {
       if (key.startsWith(prefix)) tensors.set(`model.${key}`, official.file.tensor(ref).keep());
+    }
+    // Our checkpoints are scanned as they load (loadCheckpoint); the official tower is checked here.
+    const bad = nonFiniteTensors(tensors);
+    if (bad.length > 0) {
+      throw new OfficialCheckpointError(path, `${describeNonFinite(bad, tensors.size)}; not exported`);
     }
   } catch (error) {
     for (const t of tensors.values()) t.dispose();
