@@ -6,6 +6,7 @@
 import { run } from "../cli/main.ts";
 import { OutputWriteError, writeFileAtomic } from "../src/fs/atomic_write.ts";
 import { inputAt, outputOverInputProblem } from "../src/fs/same_file.ts";
+import { ProcessGroup } from "../src/torch/dist.ts";
 import { listCheckpoints, verifyCheckpoint } from "../src/train/checkpoint.ts";
 import { acquireRunLock, LOCK_FILE, OutputFolderBusyError } from "../src/train/run_lock.ts";
 import { saveUntrainedCheckpoint } from "./eval_checkpoint.ts";
@@ -14,12 +15,12 @@ import { assert, assertEquals, assertThrows } from "./helpers.ts";
 const main = new URL("../cli/main.ts", import.meta.url).pathname;
 const SMALL = ["--synthetic-size", "64", "--batch-size", "8", "--epochs", "1", "--eval-size", "0", "--threads", "1"];
 
-function trainCommand(args: string[]): Deno.Command {
+function trainCommand(args: string[], env: Record<string, string> = {}): Deno.Command {
   return new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", "--unstable-ffi", main, "train", ...args],
     stdout: "piped",
     stderr: "piped",
-    env: { NO_COLOR: "1" },
+    env: { NO_COLOR: "1", ...env },
   });
 }
 
@@ -43,11 +44,11 @@ async function runCli(argv: string[]): Promise<{ code: number; errors: string[] 
   }
 }
 
-/** Name -> bytes of every file in `dir` (not recursive). */
+/** Name -> bytes of every file in `dir` (not recursive) but the lock file, which any run may create. */
 function snapshot(dir: string): Map<string, Uint8Array> {
   const out = new Map<string, Uint8Array>();
   for (const entry of Deno.readDirSync(dir)) {
-    if (entry.isFile) out.set(entry.name, Deno.readFileSync(`${dir}/${entry.name}`));
+    if (entry.isFile && entry.name !== LOCK_FILE) out.set(entry.name, Deno.readFileSync(`${dir}/${entry.name}`));
   }
   return out;
 }
@@ -246,7 +247,10 @@ withDir(
 
     const replaced = runTrain([...SMALL, "--max-steps", "1", "--overwrite", "--output-dir", dir]);
     assertEquals(replaced.code, 0, replaced.out);
-    assert(replaced.out.includes("overwrite: removed 3 checkpoint(s)"), replaced.out);
+    assert(
+      replaced.out.includes("overwrite: removed 3 checkpoint(s) and metrics.jsonl, summary.json, loss_curve.svg"),
+      replaced.out,
+    );
     assertEquals(listCheckpoints(dir).map((c) => c.step), [1]);
   },
 );
@@ -258,4 +262,49 @@ withDir("--resume auto with the same identity continues the run in its own folde
   assertEquals(resumed.code, 0, resumed.out);
   assert(resumed.out.includes("at step 2"), resumed.out);
   assertEquals(listCheckpoints(dir).map((c) => c.step), [3, 2]);
+});
+
+withDir(
+  "a run killed before its first checkpoint left metrics: a fresh run refuses rather than restart them",
+  (dir) => {
+    Deno.writeTextFileSync(`${dir}/metrics.jsonl`, '{"type":"interval","step":10,"loss":3.5}\n');
+    const before = snapshot(dir);
+    const rerun = runTrain([...SMALL, "--max-steps", "1", "--output-dir", dir]);
+    assertEquals(rerun.code, 2, rerun.out);
+    assert(rerun.out.includes("metrics.jsonl of an earlier run"), rerun.out);
+    assertSameFiles(snapshot(dir), before, "the earlier run's metrics");
+  },
+);
+
+Deno.test({
+  name: "two Gloo ranks into an old run's folder: both stop with rank 0's line, nothing is deleted",
+  ignore: !ProcessGroup.available("gloo"),
+  fn: async () => {
+    const dir = Deno.makeTempDirSync({ prefix: "dc_outsafe_dist_" });
+    try {
+      const first = runTrain([...SMALL, "--max-steps", "2", "--output-dir", dir]);
+      assertEquals(first.code, 0, first.out);
+      const before = snapshot(dir);
+      const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const port = String((listener.addr as Deno.NetAddr).port);
+      listener.close();
+      const env = (rank: number) => ({
+        RANK: String(rank),
+        WORLD_SIZE: "2",
+        MASTER_ADDR: "127.0.0.1",
+        MASTER_PORT: port,
+      });
+      const args = [...SMALL, "--batch-size", "4", "--max-steps", "1", "--dist-timeout", "60", "--output-dir", dir];
+      const results = await Promise.all([0, 1].map((rank) => trainCommand(args, env(rank)).output()));
+      const decoder = new TextDecoder();
+      for (const [rank, r] of results.entries()) {
+        const out = decoder.decode(r.stdout) + decoder.decode(r.stderr);
+        assertEquals(r.code, 2, `rank ${rank}: ${out}`);
+        assert(out.includes("of an earlier run"), `rank ${rank}: ${out}`);
+      }
+      assertSameFiles(snapshot(dir), before, "the old run's folder");
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+  },
 });
