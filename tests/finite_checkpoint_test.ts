@@ -105,8 +105,11 @@ Deno.test("nonFiniteTensors: names the float tensors holding NaN or Inf, in orde
       ["steps", Tensor.fromArray(new BigInt64Array([3n]))],
       ["c", Tensor.fromArray([Number.NaN]).to({ dtype: "bfloat16" })],
       ["empty", Tensor.zeros([0])],
+      // The extremes of float32 are finite: nothing overflows in the check (x - x is 0 for them).
+      ["extremes", Tensor.fromArray([3.4e38, -3.4e38, 1e-45, -0, 0])],
+      ["d", Tensor.fromArray([-Infinity, 1]).to({ dtype: "float16" })],
     ]);
-    assertEquals(nonFiniteTensors(tensors), ["b", "c"]);
+    assertEquals(nonFiniteTensors(tensors), ["b", "c", "d"]);
     assertEquals(nonFiniteTensors(new Map([["a", tensors.get("a")!]])), []);
   });
   assertEquals(liveTensors(), before, "live tensors");
