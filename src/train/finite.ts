@@ -22,7 +22,7 @@ export function nonFiniteTensors(tensors: Map<string, Tensor> | Iterable<[string
     // exact reduction per tensor, 3.7x faster than isfinite().all() on the CPU (61 vs 228 ms per 100 MB here).
     const flags = noGrad(() =>
       tidy(() =>
-        stack(list.map(([, t]) => t.sub(t).sum().to({ dtype: "float32" })), 0) // (N)
+        stack(list.map(([, t]) => zeroOrNaN(t)), 0) // (N)
           .isfinite().to({ dtype: "uint8" }).toArray()
       )
     );
@@ -31,6 +31,17 @@ export function nonFiniteTensors(tensors: Map<string, Tensor> | Iterable<[string
     });
   }
   return entries.map(([name]) => name).filter((name) => bad.has(name));
+}
+
+/** sum(x - x) as a float32 scalar; the (x - x) temporary is freed at once, so the check never holds a second copy
+ * of the whole state (it would on a GPU near its memory limit). */
+function zeroOrNaN(t: Tensor): Tensor {
+  const difference = t.sub(t);
+  try {
+    return difference.sum().to({ dtype: "float32" });
+  } finally {
+    difference.dispose();
+  }
 }
 
 /** The number of NaN or Inf elements in the raw little-endian bytes of a tensor of `dtype` (0 for non-floats). */
