@@ -159,6 +159,18 @@ withDir(
   },
 );
 
+withDir("golden --out equal to --ref is refused: it would compare our numbers with themselves", async (dir) => {
+  const ref = `${dir}/ref`;
+  Deno.mkdirSync(ref);
+  const fixture = new URL("./fixtures/golden/tiny", import.meta.url).pathname;
+  for (const entry of Deno.readDirSync(fixture)) Deno.copyFileSync(`${fixture}/${entry.name}`, `${ref}/${entry.name}`);
+  const before = snapshot(ref);
+  const { code, errors } = await runCli(["golden", "--ref", ref, "--out", `${dir}/./ref`]);
+  assertEquals(code, 2, errors.join("\n"));
+  assert(errors.length === 1 && errors[0].includes("same file as --ref"), errors.join("\n"));
+  assertSameFiles(snapshot(ref), before, "the reference");
+});
+
 // ---- the output folder's lock -----------------------------------------------------------------------------------
 
 withDir("a run into a folder held by a live run stops with one line naming the holder's pid and host", (dir) => {
