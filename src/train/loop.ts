@@ -31,7 +31,7 @@ import {
 } from "../torch/mod.ts";
 import { ProcessGroup } from "../torch/dist.ts";
 import { GradScaler, type Precision } from "./amp.ts";
-import { findResumeCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { checkpointPath, findResumeCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { describeNonFinite, nonFiniteTensors } from "./finite.ts";
 import { acquireRunLock, type RunLock } from "./run_lock.ts";
 import { claimOutputDir } from "./run_folder.ts";
@@ -183,20 +183,21 @@ async function trainRank(
   const precision: Precision = options.disableAmp ? "fp32" : options.precision ?? (device === "cpu" ? "fp32" : "bf16");
   manualSeed(options.seed + rank);
   await Deno.mkdir(options.outputDir, { recursive: true });
-  // Rank 0 holds the folder for the whole run and checks it holds no other run's checkpoints; its verdict reaches
-  // every rank, so a refusal stops them all with the same line.
+  // Rank 0 holds the folder for the whole run and checks it holds no other run's files; its verdict reaches every
+  // rank (whatever went wrong, so no rank waits for a rank 0 that has stopped), and a refusal stops them all.
+  let failure: unknown = null;
   let refusal: string | null = null;
   if (rank === 0) {
     try {
       held.lock = acquireRunLock(options.outputDir, log);
       claimOutputDir(options, log);
     } catch (error) {
-      if (!(error instanceof OptionError)) throw error;
-      if (world === 1) throw error;
-      refusal = error.message;
+      failure = error;
+      refusal = (error as Error).message;
     }
   }
   refusal = JSON.parse(pg.broadcastText(JSON.stringify(refusal))) as string | null;
+  if (failure !== null) throw failure;
   if (refusal !== null) throw new OptionError(refusal);
 
   const preset = modelPreset(options.model);
@@ -318,7 +319,10 @@ async function trainRank(
     ];
     const bad = nonFiniteTensors(checked);
     if (bad.length > 0) throw new NonFiniteStateError(step, bad, checked.length, latest);
-    if (rank !== 0) return;
+    if (rank !== 0) {
+      latest = { path: checkpointPath(options.outputDir, step), step, written: true }; // what rank 0 writes now
+      return;
+    }
     const state = checkpointState();
     try {
       const path = saveCheckpoint(options.outputDir, state, {
