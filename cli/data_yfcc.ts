@@ -7,6 +7,8 @@ import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { csvField, readYfccMetadata, yfccCaption, yfccImagePath } from "../src/data/yfcc.ts";
 import { UsageError } from "./usage_error.ts";
+import { writeAll, writeFileAtomic } from "../src/fs/atomic_write.ts";
+import { outputOverInputProblem } from "../src/fs/same_file.ts";
 
 const help = `usage: data yfcc-to-csv --metadata yfcc15m.pkl --root R --out yfcc.csv [--check-images]
 
@@ -41,21 +43,21 @@ export async function main(args: string[]): Promise<number> {
   for (const name of ["metadata", "root", "out"] as const) {
     if (values[name] === undefined) throw new UsageError(`--${name} is required\n${help}`);
   }
+  const overInput = outputOverInputProblem("--out", values.out!, [{ flag: "--metadata", path: values.metadata! }]);
+  if (overInput !== null) throw new UsageError(overInput);
   const root = resolve(values.root!);
   const start = performance.now();
   const bytes = await Deno.readFile(values.metadata!);
-  const out = await Deno.open(values.out!, { write: true, create: true, truncate: true });
   const encoder = new TextEncoder();
   let chunk: string[] = ["filepath,title\n"];
   let rows = 0, missing = 0;
-  const flush = () => {
-    const data = encoder.encode(chunk.join(""));
-    let at = 0;
-    while (at < data.length) at += out.writeSync(data.subarray(at));
-    chunk = [];
-  };
-  let skips;
-  try {
+  let skips!: ReturnType<typeof readYfccMetadata>;
+  // Streamed into the temp file of an atomic write: a failed conversion leaves any earlier manifest as it was.
+  writeFileAtomic(values.out!, (out) => {
+    const flush = () => {
+      writeAll(out, encoder.encode(chunk.join("")));
+      chunk = [];
+    };
     skips = readYfccMetadata(bytes, (r) => {
       const path = `${root}/${yfccImagePath(r.hash)}`;
       if (values["check-images"]) {
@@ -71,9 +73,7 @@ export async function main(args: string[]): Promise<number> {
       if (chunk.length >= 10_000) flush();
     });
     flush();
-  } finally {
-    out.close();
-  }
+  });
   if (missing > 0) skips.add("image_missing", missing);
   console.log(JSON.stringify({
     rows,

@@ -18,6 +18,8 @@ import { SHAPES, SYNTHETIC_DATASET_KEY } from "../src/data/synthetic.ts";
 import { CheckpointError } from "../src/train/checkpoint.ts";
 import { type Device, TorchError } from "../src/torch/mod.ts";
 import { UsageError } from "./usage_error.ts";
+import { writeFileAtomic } from "../src/fs/atomic_write.ts";
+import { type NamedInput, outputOverInputProblem } from "../src/fs/same_file.ts";
 
 const SUBCOMMANDS = ["zeroshot", "retrieval", "probe", "segprobe"] as const;
 type Subcommand = typeof SUBCOMMANDS[number];
@@ -111,6 +113,8 @@ interface EvalArgs {
   device: Device;
   out?: string;
   plots?: string;
+  /** Every file the command reads, by flag: no output may be one of them. */
+  inputs: NamedInput[];
 }
 
 function parseArgs(args: string[]): EvalArgs {
@@ -167,6 +171,17 @@ function parseArgs(args: string[]): EvalArgs {
         : "--train-dataset goes with a file --dataset (the synthetic probe trains on the synthetic train split)",
     );
   }
+  const inputs: NamedInput[] = [];
+  for (const flag of ["--checkpoint", "--bpe", "--labels", "--templates", "--catalog"]) {
+    if (values.has(flag)) inputs.push({ flag, path: values.get(flag)! });
+  }
+  for (const flag of ["--dataset", "--train-dataset"]) {
+    const file = parseDatasetSpec(values.get(flag) ?? "");
+    if (file !== null) inputs.push({ flag, path: file.value });
+  }
+  const out = values.get("--out");
+  const overInput = out === undefined ? null : outputOverInputProblem("--out", out, inputs);
+  if (overInput !== null) throw new UsageError(overInput);
   return {
     subcommand: subcommand as Subcommand,
     checkpoint,
@@ -178,8 +193,9 @@ function parseArgs(args: string[]): EvalArgs {
     batchSize: integer("--batch-size", 200),
     threads: values.has("--threads") ? integer("--threads", 1) : undefined,
     device: (values.get("--device") ?? "cpu") as Device,
-    out: values.get("--out"),
+    out,
     plots: values.get("--plots"),
+    inputs,
   };
 }
 
@@ -216,11 +232,14 @@ function plotName(name: string): string {
   return short.toLowerCase().replace(/[^a-z0-9._-]+/g, "-").replace(/^-+|-+$/g, "") || "dataset";
 }
 
-function writePlot(dir: string | undefined, file: string, png: () => Uint8Array): string | undefined {
+function writePlot(args: EvalArgs, file: string, png: () => Uint8Array): string | undefined {
+  const dir = args.plots;
   if (dir === undefined) return undefined;
   Deno.mkdirSync(dir, { recursive: true });
   const path = `${dir}/${file}`;
-  Deno.writeFileSync(path, png());
+  const overInput = outputOverInputProblem("--plots", path, args.inputs);
+  if (overInput !== null) throw new UsageError(overInput);
+  writeFileAtomic(path, png());
   return path;
 }
 
@@ -297,7 +316,7 @@ function evaluateCatalog(args: EvalArgs, model: LoadedModel): Outcome {
       const { confusion, ...rest } = r;
       results[key] = { ...rest, metric: official.metric, value: official.value };
       const plot = writePlot(
-        args.plots,
+        args,
         `${plotName(key)}-confusion.png`,
         () => confusionMatrixPng(confusion, displayNames(prompts.classNames), `${key} zero-shot`),
       );
@@ -373,7 +392,7 @@ function evaluate(args: EvalArgs): Outcome {
           const { confusion, ...results } = r;
           const classNames = displayNames(prompts?.classNames ?? dataset.classNames ?? []);
           const plot = writePlot(
-            args.plots,
+            args,
             `${name}-confusion.png`,
             () => confusionMatrixPng(confusion, classNames, `${dataset.name} zero-shot`),
           );
@@ -391,7 +410,7 @@ function evaluate(args: EvalArgs): Outcome {
           for (const k of [1, 5, 10]) rows.push([`T2I R@${k}`, pct(r.textToImage[k])]);
           rows.push(["images / texts", `${r.images} / ${r.texts}`]);
           rows.push(["skipped", skippedText(r.skippedTotal, r.skipped)]);
-          const plot = writePlot(args.plots, `${name}-recall.png`, () =>
+          const plot = writePlot(args, `${name}-recall.png`, () =>
             recallCurvePng([
               { label: "image→text", recall: r.imageToTextCurve },
               { label: "text→image", recall: r.textToImageCurve },
@@ -605,7 +624,7 @@ export function runEval(args: string[]): number {
       results: outcome.results,
     };
     // NaN (a class absent from the test set) is not JSON; write null instead of a string that hides it.
-    Deno.writeTextFileSync(parsed.out, JSON.stringify(record, (_k, v) => (Number.isNaN(v) ? null : v), 2) + "\n");
+    writeFileAtomic(parsed.out, JSON.stringify(record, (_k, v) => (Number.isNaN(v) ? null : v), 2) + "\n");
     console.log(`wrote ${parsed.out}`);
   }
   return (outcome.failed ?? 0) > 0 ? 1 : 0;

@@ -13,7 +13,9 @@ import {
 } from "../src/train/official_checkpoint.ts";
 import { type Tensor, writeSafeTensors } from "../src/torch/mod.ts";
 import { PtFileError, savePt } from "../src/torch/pt_file.ts";
+import { describeNonFinite, nonFiniteTensors } from "../src/train/finite.ts";
 import { UsageError } from "./usage_error.ts";
+import { outputOverInputProblem } from "../src/fs/same_file.ts";
 
 const HELP = `usage: deno task export backbone --checkpoint P [--teacher] --out X.safetensors|X.pt
 
@@ -52,6 +54,8 @@ export function runExport(args: string[]): number {
     }
   }
   if (checkpoint === undefined || out === undefined) throw new UsageError("--checkpoint and --out are required");
+  const overInput = outputOverInputProblem("--out", out, [{ flag: "--checkpoint", path: checkpoint }]);
+  if (overInput !== null) throw new UsageError(overInput);
   let tensors: Map<string, Tensor>;
   let kind: string;
   try {
@@ -104,6 +108,11 @@ function readCheckpointTensors(path: string, teacher: boolean): { tensors: Map<s
   try {
     for (const [key, ref] of official.weights) {
       if (key.startsWith(prefix)) tensors.set(`model.${key}`, official.file.tensor(ref).keep());
+    }
+    // Our checkpoints are scanned as they load (loadCheckpoint); the official tower is checked here.
+    const bad = nonFiniteTensors(tensors);
+    if (bad.length > 0) {
+      throw new OfficialCheckpointError(path, `${describeNonFinite(bad, tensors.size)}; not exported`);
     }
   } catch (error) {
     for (const t of tensors.values()) t.dispose();

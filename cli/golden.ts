@@ -30,6 +30,7 @@ import { OfficialCheckpointError } from "../src/train/official_checkpoint.ts";
 import { PtFileError } from "../src/torch/pt_file.ts";
 import { StateDictError } from "../src/nn/module.ts";
 import { UsageError } from "./usage_error.ts";
+import { outputOverInputProblem } from "../src/fs/same_file.ts";
 
 const help = `usage: deno task golden --ref DIR [--out DIR2] [--device cpu|cuda|cuda:N] [--weights FILE]
 
@@ -72,6 +73,18 @@ export async function main(args: string[]): Promise<number> {
   if (device !== "cpu") {
     if (!cudaIsAvailable()) throw new UsageError(`--device ${device}: this libtorch build has no usable CUDA device`);
     setAllowTF32(false); // libtorch lets cuDNN convolutions use TF32 by default; the golden tolerances are fp32's
+  }
+  if (values.out) {
+    // `--out` = `--ref` would replace the reference with our own numbers and then compare them with themselves.
+    const inputs = ["weights", "inputs", "outputs", "grads", "after"].map((name) => ({
+      flag: "--ref",
+      path: `${ref}/${name}.safetensors`,
+    }));
+    if (values.weights !== undefined) inputs.push({ flag: "--weights", path: values.weights });
+    for (const name of ["outputs", "grads", "after"]) {
+      const overInput = outputOverInputProblem("--out", `${values.out}/${name}.safetensors`, inputs);
+      if (overInput !== null) throw new UsageError(overInput);
+    }
   }
   let produced: Produced;
   try {

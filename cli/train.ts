@@ -1,7 +1,8 @@
 // train.ts: `deno task train [options]`; with no options, the built-in demo on synthetic captioned shapes.
 import { DistError } from "../src/torch/dist.ts";
 import { TorchError } from "../src/torch/mod.ts";
-import { NonFiniteLossError, train } from "../src/train/loop.ts";
+import { NonFiniteLossError, NonFiniteStateError, train } from "../src/train/loop.ts";
+import { CheckpointError } from "../src/train/checkpoint.ts";
 import { OptionError, parseTrainOptions, trainHelp } from "../src/train/options.ts";
 import { UsageError } from "./usage_error.ts";
 
@@ -22,9 +23,13 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   } catch (error) {
     if (error instanceof OptionError) throw new UsageError(error.message);
-    if (error instanceof NonFiniteLossError) {
+    if (error instanceof NonFiniteLossError || error instanceof NonFiniteStateError) {
       console.error(`detailclip train: ${error.message}`);
       return 3;
+    }
+    if (error instanceof CheckpointError) {
+      console.error(`detailclip train: ${error.message}`);
+      return 6;
     }
     // A lost rank, a timeout or mismatched options across ranks: one line, no stack (a collective that fails inside
     // backward arrives wrapped in the TorchError of backward).

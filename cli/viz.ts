@@ -11,6 +11,8 @@ import { CheckpointError } from "../src/train/checkpoint.ts";
 import { readEvalImage, teacherSelection, unnormalize, VizImageError } from "../src/viz/teacher_tokens.ts";
 import { drawTokenMap } from "../src/viz/token_map.ts";
 import { UsageError } from "./usage_error.ts";
+import { writeFileAtomic } from "../src/fs/atomic_write.ts";
+import { outputOverInputProblem } from "../src/fs/same_file.ts";
 
 const HELP = `usage: deno task viz tokens --checkpoint P --image FILE --out PNG [--mask-ratio R] [--device D]
 
@@ -55,6 +57,11 @@ function parseArgs(rest: string[]): VizArgs {
       throw new UsageError(`--mask-ratio must be a number in [0, 1], got '${rawRatio}'`);
     }
   }
+  const overInput = outputOverInputProblem("--out", values.get("--out")!, [
+    { flag: "--checkpoint", path: values.get("--checkpoint")! },
+    { flag: "--image", path: values.get("--image")! },
+  ]);
+  if (overInput !== null) throw new UsageError(overInput);
   const device = values.get("--device") ?? "cpu";
   if (!/^(cpu|cuda|cuda:\d+)$/.test(device)) {
     throw new UsageError(`--device must be cpu, cuda or cuda:N, got '${device}'`);
@@ -107,7 +114,7 @@ function tokens(args: VizArgs): number {
     const title = `step ${loaded.step}: ${summary}`;
     const { raster } = drawTokenMap({ ...selection, image: picture, title });
     Deno.mkdirSync(dirname(args.out), { recursive: true });
-    Deno.writeFileSync(args.out, raster.toPng());
+    writeFileAtomic(args.out, raster.toPng());
     console.log(`wrote ${args.out}: ${summary}, teacher at step ${loaded.step} (${raster.width}x${raster.height} px)`);
     return 0;
   } finally {

@@ -10,6 +10,7 @@
 // words that hold the merged pair, and a lazy max-heap finds the next pair: no recount per merge.
 import { gzipSync } from "node:zlib";
 import { byteEncode, cleanCaption, END_OF_TEXT, splitWords, START_OF_TEXT } from "./tokenizer.ts";
+import { writeFileAtomic } from "../fs/atomic_write.ts";
 
 /** Ids that are not merges: 256 byte characters, the same with '</w>', and the two specials. */
 export const NON_MERGE_TOKENS = 512 + 2;
@@ -139,7 +140,7 @@ export function trainBpe(corpus: Iterable<string>, vocabSize: number): string[] 
 }
 
 /** Writes merges in OpenAI's format ("#version: 0.2" then one "a b" per line), gzipped when the path ends in .gz.
- * Written to a temporary file and renamed, so a reader never sees half a file. */
+ * Written atomically (temp file, fsync, rename), so a reader never sees half a file. */
 export function writeMerges(path: string, merges: readonly string[]): void {
   merges.forEach((merge, i) => {
     if (!/^[^\s]+ [^\s]+$/.test(merge)) {
@@ -148,9 +149,7 @@ export function writeMerges(path: string, merges: readonly string[]): void {
   });
   const text = ["#version: 0.2", ...merges].join("\n") + "\n";
   const bytes = new TextEncoder().encode(text);
-  const tmp = `${path}.tmp-${Deno.pid}`;
-  Deno.writeFileSync(tmp, path.endsWith(".gz") ? gzipSync(bytes) : bytes);
-  Deno.renameSync(tmp, path);
+  writeFileAtomic(path, path.endsWith(".gz") ? gzipSync(bytes) : bytes);
 }
 
 interface PairEntry {

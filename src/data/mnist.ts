@@ -9,6 +9,7 @@
 import { join } from "node:path";
 import { encodePng } from "./png.ts";
 import { csvField } from "./yfcc.ts";
+import { writeFileAtomic } from "../fs/atomic_write.ts";
 
 export type MnistKind = "mnist" | "fashion-mnist";
 
@@ -120,7 +121,7 @@ export function writeMnistDataset(
     const firstTest = images.length - Math.ceil(images.length * testFraction);
     images.forEach((pixels, n) => {
       const rel = `images/${c}/${String(n).padStart(5, "0")}.png`;
-      Deno.writeFileSync(join(out, rel), encodePng(SIDE, SIDE, pixels, "gray"));
+      writeFileAtomic(join(out, rel), encodePng(SIDE, SIDE, pixels, "gray"), { fsync: false });
       const line = `${rel},${csvField(caption)},${c}\n`;
       lines.push(line);
       (n < firstTest ? trainLines : testLines).push(line);
@@ -130,11 +131,11 @@ export function writeMnistDataset(
   }
   const csv = join(out, `${kind}.csv`), labels = join(out, "labels.json"), templates = join(out, "templates.json");
   const trainCsv = join(out, `${kind}-train.csv`), testCsv = join(out, `${kind}-test.csv`);
-  Deno.writeTextFileSync(csv, lines.join(""));
-  Deno.writeTextFileSync(trainCsv, trainLines.join(""));
-  Deno.writeTextFileSync(testCsv, testLines.join(""));
-  Deno.writeTextFileSync(labels, JSON.stringify({ [spec.key]: spec.labels }, null, 2) + "\n");
-  Deno.writeTextFileSync(templates, JSON.stringify({ [spec.key]: spec.templates }, null, 2) + "\n");
+  writeFileAtomic(csv, lines.join(""));
+  writeFileAtomic(trainCsv, trainLines.join(""));
+  writeFileAtomic(testCsv, testLines.join(""));
+  writeFileAtomic(labels, JSON.stringify({ [spec.key]: spec.labels }, null, 2) + "\n");
+  writeFileAtomic(templates, JSON.stringify({ [spec.key]: spec.templates }, null, 2) + "\n");
   const images = perClass.reduce((a, b) => a + b, 0);
   return { images, perClass, csv, trainCsv, testCsv, testImages, labels, templates };
 }

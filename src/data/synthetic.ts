@@ -23,6 +23,7 @@
 //   each seen in training, their combination never was.
 // SYNTHETIC_EVAL_SIZE (1000) is the conventional number of evaluation samples (indices 0..999).
 import { type Device, Tensor } from "../torch/mod.ts";
+import { writeFileAtomic } from "../fs/atomic_write.ts";
 
 // ---- vocabulary ------------------------------------------------------------------------------------------------
 
@@ -807,7 +808,7 @@ async function mergeJsonFile(path: string, entries: Record<string, string[]>): P
       throw new Error(`synthetic: cannot merge into ${path}: ${(error as Error).message}`, { cause: error });
     }
   }
-  await Deno.writeTextFile(path, JSON.stringify({ ...existing, ...entries }, null, 2) + "\n");
+  writeFileAtomic(path, JSON.stringify({ ...existing, ...entries }, null, 2) + "\n");
 }
 
 /** Writes (or merges this source's key into) `dir/labels.json` and `dir/templates.json`; returns their paths. */

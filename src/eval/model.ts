@@ -11,6 +11,7 @@ import { DetailCLIP } from "../models/detailclip.ts";
 import type { MaskVisionTransformer } from "../models/vit.ts";
 import type { Device, Tensor } from "../torch/mod.ts";
 import { loadCheckpoint } from "../train/checkpoint.ts";
+import { describeNonFinite, nonFiniteTensors } from "../train/finite.ts";
 import { PtFileError } from "../torch/pt_file.ts";
 import {
   isTorchCheckpoint,
@@ -112,6 +113,12 @@ function loadOfficialEvalModel(
   const model = buildChecked(config, options, path);
   try {
     loadOfficialWeights(model, checkpoint, { modelName: config.name, device: options.device });
+    // Our checkpoints are scanned as they load (loadCheckpoint); an official file is checked here, on the device.
+    const weights = model.stateDict();
+    const bad = nonFiniteTensors(weights);
+    if (bad.length > 0) {
+      throw new EvalModelError(`${path}: ${describeNonFinite(bad, weights.size)}; evaluating it would give NaN`);
+    }
   } catch (error) {
     model.dispose();
     throw error;

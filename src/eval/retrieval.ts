@@ -6,7 +6,8 @@
 //
 // Tie rule (deterministic, index order): candidates are ranked by score, higher first, and equal scores by index,
 // lower first, i.e. the order of a stable descending sort. A query's rank is the position of its first positive in
-// that order. A collapsed model (every score equal) therefore gets chance-level recall, never 100%. Ranks are
+// that order. A collapsed model (every score equal) therefore gets chance-level recall, never 100%, and a query whose
+// positives score NaN (a model with non-finite weights) is never found. Ranks are
 // computed on the device in row chunks, so COCO's 5,000 × 25,000 similarity matrix is never held whole.
 import { F, noGrad, Tensor, tidy } from "../torch/mod.ts";
 
@@ -51,13 +52,18 @@ export function firstPositiveRanks(
         const bestIdx = posIdx.add(posScores.eq(best).logicalNot().to({ dtype: "int64" }).mul(count)).amin(1, true); // (B, 1)
         const index = Tensor.arange(0, count, 1, { device }).unsqueeze(0); // (1, N)
         const ahead = sim.gt(best).logicalOr(sim.eq(best).logicalAnd(index.lt(bestIdx))); // (B, N)
-        return ahead.sum(1).toArray(); // (B)
+        // A NaN score compares false with everything, which would put its query's positive first: never found.
+        const lost = best.squeeze(1).isfinite().logicalNot().to({ dtype: "int64" }).mul(NOT_FOUND); // (B)
+        return ahead.sum(1).add(lost).toArray(); // (B)
       })
     );
     out.set(ranks, start);
   }
   return out;
 }
+
+/** The rank of a query whose best positive score is NaN or Inf: past any K. */
+const NOT_FOUND = 1 << 30;
 
 function curve(ranks: Int32Array, maxK: number): number[] {
   const hits = new Array<number>(maxK + 1).fill(0);

@@ -39,6 +39,14 @@ export function readZeroShotPrompts(labelsPath: string, templatesPath: string, k
   if (!Array.isArray(templates) || templates.length === 0 || !templates.every((t) => typeof t === "string")) {
     throw new DatasetError(`${templatesPath}: '${key}' must be a non-empty list of template strings`);
   }
+  // Without "{}" a template is the same prompt for every class: the scores could not tell classes apart.
+  const blind = (templates as string[]).find((t) => !t.includes("{}"));
+  if (blind !== undefined) {
+    throw new DatasetError(
+      `${templatesPath}: '${key}' template ${JSON.stringify(blind)} has no "{}" for the class name, so every class ` +
+        "would get the same prompt",
+    );
+  }
   return { classNames: labels as (string | string[])[], templates: templates as string[] };
 }
 

@@ -20,6 +20,10 @@ export function zeroShotClassifier(
   templates: readonly string[],
 ): Tensor {
   if (templates.length === 0) throw new Error("zero-shot: no templates");
+  const blind = templates.find((t) => !t.includes("{}"));
+  if (blind !== undefined) {
+    throw new Error(`zero-shot: template ${JSON.stringify(blind)} has no "{}": every class would get the same prompt`);
+  }
   return noGrad(() =>
     tidy(() => {
       const rows = classNames.map((names) => {

@@ -5,6 +5,7 @@ import { createHash } from "node:crypto";
 import type { Device, DType } from "./dtype.ts";
 import { dtypeSize } from "./dtype.ts";
 import { Tensor } from "./tensor.ts";
+import { OutputWriteError, TEMP_SUFFIX, writeAll, writeFileAtomic } from "../fs/atomic_write.ts";
 
 /** A malformed or unsupported safetensors file; the message names the file and, where relevant, the tensor. */
 export class SafeTensorsError extends Error {
@@ -227,12 +228,12 @@ export interface WriteSafeTensorsOptions {
 }
 
 /** Suffix of the temp file a write goes through: `<path>.tmp-<pid>`; a crash can leave one behind. */
-export const SAFETENSORS_TEMP_SUFFIX = ".tmp-";
+export const SAFETENSORS_TEMP_SUFFIX = TEMP_SUFFIX;
 
 /**
  * Writes tensors (in the given key order) and optional string metadata as safetensors. The file appears
- * atomically: data goes to `path.tmp-<pid>`, is fsynced, then renamed over `path`, so a crash never leaves a
- * half-written file under the final name.
+ * atomically (src/fs/atomic_write.ts): data goes to `path.tmp-<pid>`, is fsynced, then renamed over `path`, so a
+ * crash never leaves a half-written file under the final name.
  */
 export function writeSafeTensors(
   path: string,
@@ -290,37 +291,28 @@ export function writeSafeTensors(
   new DataView(head.buffer).setBigUint64(0, BigInt(headerLength), true);
   head.set(json, 8);
 
-  const tmp = `${path}${SAFETENSORS_TEMP_SUFFIX}${Deno.pid}`;
-  let file: Deno.FsFile | null = null;
   try {
-    file = Deno.openSync(tmp, { write: true, create: true, truncate: true });
-    writeAll(file, head);
-    const hash = digestAt >= 0 ? createHash("sha256") : null;
-    for (const { name, tensor, byteLength } of plan) {
-      const bytes = tensor.toBytes();
-      if (bytes.byteLength !== byteLength) {
-        throw new SafeTensorsError(path, `tensor gave ${bytes.byteLength} bytes, expected ${byteLength}`, name);
+    writeFileAtomic(path, (file) => {
+      writeAll(file, head);
+      const hash = digestAt >= 0 ? createHash("sha256") : null;
+      for (const { name, tensor, byteLength } of plan) {
+        const bytes = tensor.toBytes();
+        if (bytes.byteLength !== byteLength) {
+          throw new SafeTensorsError(path, `tensor gave ${bytes.byteLength} bytes, expected ${byteLength}`, name);
+        }
+        hash?.update(bytes);
+        writeAll(file, bytes);
       }
-      hash?.update(bytes);
-      writeAll(file, bytes);
-    }
-    if (hash !== null) {
-      file.seekSync(digestAt, Deno.SeekMode.Start);
-      writeAll(file, new TextEncoder().encode(hash.digest("hex")));
-    }
-    file.syncSync();
-    file.close();
-    file = null;
-    Deno.renameSync(tmp, path);
+      if (hash !== null) {
+        file.seekSync(digestAt, Deno.SeekMode.Start);
+        writeAll(file, new TextEncoder().encode(hash.digest("hex")));
+      }
+    });
   } catch (error) {
-    file?.close();
-    try {
-      Deno.removeSync(tmp);
-    } catch { /* never created */ }
     if (error instanceof SafeTensorsError) throw error;
-    throw new SafeTensorsError(path, `write failed: ${(error as Error).message}`);
+    const reason = error instanceof OutputWriteError ? error.cause : error;
+    throw new SafeTensorsError(path, `write failed: ${(reason as Error).message}`);
   }
-  syncParentDirectory(path);
 }
 
 // ---- helpers ---------------------------------------------------------------------------------------------------
@@ -470,23 +462,4 @@ function readExactly(file: Deno.FsFile, position: number, out: Uint8Array, path:
     }
     filled += n;
   }
-}
-
-function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
-  let written = 0;
-  while (written < bytes.byteLength) written += file.writeSync(bytes.subarray(written));
-}
-
-/** Makes the rename itself durable; best effort, since not every platform lets a directory be opened. */
-function syncParentDirectory(path: string): void {
-  const slash = path.lastIndexOf("/");
-  const dir = slash < 0 ? "." : slash === 0 ? "/" : path.slice(0, slash);
-  try {
-    const handle = Deno.openSync(dir, { read: true });
-    try {
-      handle.syncSync();
-    } finally {
-      handle.close();
-    }
-  } catch { /* not supported here; the data itself was already fsynced */ }
 }

@@ -13,6 +13,8 @@ import {
   Tensor,
   writeSafeTensors,
 } from "../torch/mod.ts";
+import { syncDirectory } from "../fs/atomic_write.ts";
+import { countNonFinite, describeNonFinite, nonFiniteTensors } from "./finite.ts";
 
 /** The `format` tag in every checkpoint's metadata; bump the number when the layout changes meaning. */
 export const CHECKPOINT_FORMAT = "detailclip-checkpoint/1";
@@ -39,6 +41,11 @@ export interface SaveCheckpointOptions {
   best?: boolean;
   /** Receives one line per file removed by pruning (default: nothing is printed). */
   log?: (message: string) => void;
+  /**
+   * The caller has just run nonFiniteTensors over these very tensors (the training loop does, on every rank), so the
+   * save does not check again. Otherwise a state holding NaN or Inf is refused (problem `non-finite`).
+   */
+  finiteChecked?: boolean;
 }
 
 export interface LoadedCheckpoint {
@@ -69,6 +76,7 @@ export type CheckpointProblem =
   | "wrong-format"
   | "invalid-state"
   | "write-failed"
+  | "non-finite"
   | "no-good-checkpoint";
 
 /** A checkpoint that cannot be written, read or trusted; the message names the file and the problem. */
@@ -108,7 +116,7 @@ export function checkpointPath(dir: string, step: number): string {
  * Returns the path written.
  */
 export function saveCheckpoint(dir: string, state: CheckpointState, options: SaveCheckpointOptions = {}): string {
-  const { keepLast = DEFAULT_KEEP_LAST, best = false, log } = options;
+  const { keepLast = DEFAULT_KEEP_LAST, best = false, log, finiteChecked = false } = options;
   if (!(keepLast === Infinity || (Number.isSafeInteger(keepLast) && keepLast >= 1))) {
     throw new CheckpointError(dir, "invalid-state", `keepLast must be an integer >= 1 or Infinity, got ${keepLast}`);
   }
@@ -124,6 +132,16 @@ export function saveCheckpoint(dir: string, state: CheckpointState, options: Sav
     index.push([name, tensor.dtype, tensor.shape]);
   }
   const metadata = { format: CHECKPOINT_FORMAT, meta: metaText, index_sha256: indexDigest(metaText, index) };
+  if (!finiteChecked) {
+    const bad = nonFiniteTensors(state.tensors);
+    if (bad.length > 0) {
+      throw new CheckpointError(
+        path,
+        "non-finite",
+        `${describeNonFinite(bad, state.tensors.size)}; not written (earlier checkpoints are untouched)`,
+      );
+    }
+  }
 
   try {
     Deno.mkdirSync(dir, { recursive: true });
@@ -146,23 +164,23 @@ export function loadCheckpoint(path: string, options: { device?: Device } = {}):
   using file = openVerifiedHeader(path);
   const { step, meta } = file;
   const names = file.st.names();
-  const dataLength = Deno.statSync(path).size - file.st.dataOffset;
-  const ranges = names.map((name) => file.st.dataRange(name));
-  const tiles = ranges.every(([begin], i) => begin === (i === 0 ? 0 : ranges[i - 1][1])) &&
-    (ranges.length === 0 ? dataLength === 0 : ranges[ranges.length - 1][1] === dataLength);
+  const tiles = tilesDataSection(file.st);
   // Our writer lays tensors end to end in header order, so hashing each tensor's bytes as it loads hashes the data
   // section. Anything else (a file edited by another tool) is hashed separately first.
   if (!tiles) verifyDataDigest(file.st, file.digest);
   const hash = tiles ? createHash("sha256") : null;
   const tensors = new Map<string, Tensor>();
+  const nonFinite: string[] = [];
   try {
     for (const name of names) {
       const info = file.st.info(name);
       const bytes = file.st.readBytes(name);
       hash?.update(bytes);
+      if (countNonFinite(bytes, info.dtype) > 0) nonFinite.push(name);
       tensors.set(name, Tensor.fromBytes(bytes, info.shape, { dtype: info.dtype, device: options.device }).keep());
     }
     if (hash !== null) checkDigest(path, hash.digest("hex"), file.digest);
+    if (nonFinite.length > 0) throw nonFiniteError(path, nonFinite, names.length);
   } catch (error) {
     for (const t of tensors.values()) t.dispose();
     throw asCheckpointError(path, error);
@@ -171,17 +189,42 @@ export function loadCheckpoint(path: string, options: { device?: Device } = {}):
 }
 
 /**
- * Checks a checkpoint without loading its tensors (streams the data through the hash, 8 MiB at a time) and returns
- * its step and meta.
+ * Checks a checkpoint without loading its tensors (streams the data through the hash and the finiteness scan, 8 MiB
+ * at a time) and returns its step and meta. A file holding NaN or Inf fails with problem `non-finite`.
  */
 export function verifyCheckpoint(path: string): { step: number; meta: Record<string, unknown> } {
   using file = openVerifiedHeader(path);
   try {
-    verifyDataDigest(file.st, file.digest);
+    const nonFinite = verifyData(file.st, file.digest);
+    if (nonFinite.length > 0) throw nonFiniteError(path, nonFinite, file.st.names().length);
   } catch (error) {
     throw asCheckpointError(path, error);
   }
   return { step: file.step, meta: file.meta };
+}
+
+/**
+ * The step and meta of a checkpoint, from its header alone (the index digest is checked, the data is not read): what
+ * a run needs to tell whose checkpoints a folder holds.
+ */
+export function readCheckpointHeader(path: string): { step: number; meta: Record<string, unknown> } {
+  using file = openVerifiedHeader(path);
+  return { step: file.step, meta: file.meta };
+}
+
+/** The regular checkpoint files of `dir` (not the best copy, not temp files), newest step first; [] if none. */
+export function listCheckpoints(dir: string): { path: string; step: number }[] {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dir)];
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return [];
+    throw new CheckpointError(dir, "unreadable", `cannot list the directory: ${(error as Error).message}`);
+  }
+  return regularCheckpoints(entries).sort((a, b) => b.step - a.step).map(({ name, step }) => ({
+    path: `${dir}/${name}`,
+    step,
+  }));
 }
 
 /**
@@ -287,6 +330,56 @@ function openVerifiedHeader(path: string): VerifiedHeader {
     st.close();
     throw asCheckpointError(path, error);
   }
+}
+
+/** Whether the tensors lie end to end in header order and fill the data section (our writer's layout). */
+function tilesDataSection(st: SafeTensorsFile): boolean {
+  const dataLength = Deno.statSync(st.path).size - st.dataOffset;
+  const ranges = st.names().map((name) => st.dataRange(name));
+  return ranges.every(([begin], i) => begin === (i === 0 ? 0 : ranges[i - 1][1])) &&
+    (ranges.length === 0 ? dataLength === 0 : ranges[ranges.length - 1][1] === dataLength);
+}
+
+/**
+ * Checks the data digest and scans every floating-point tensor for NaN and Inf, reading one chunk at a time (one pass
+ * in our writer's layout, two otherwise). Returns the names of the tensors holding non-finite values.
+ */
+function verifyData(st: SafeTensorsFile, expected: string): string[] {
+  const tiles = tilesDataSection(st);
+  if (!tiles) verifyDataDigest(st, expected);
+  const hash = tiles ? createHash("sha256") : null;
+  const nonFinite: string[] = [];
+  const file = Deno.openSync(st.path, { read: true });
+  try {
+    const chunk = new Uint8Array(HASH_CHUNK_BYTES); // a multiple of every element size, so chunks split no element
+    for (const name of st.names()) {
+      const [begin, end] = st.dataRange(name);
+      const dtype = st.info(name).dtype;
+      let bad = 0;
+      file.seekSync(st.dataOffset + begin, Deno.SeekMode.Start);
+      for (let at = begin; at < end;) {
+        const part = chunk.subarray(0, Math.min(HASH_CHUNK_BYTES, end - at));
+        readFully(file, part);
+        hash?.update(part);
+        bad += countNonFinite(part, dtype);
+        at += part.byteLength;
+      }
+      if (bad > 0) nonFinite.push(name);
+    }
+  } finally {
+    file.close();
+  }
+  if (hash !== null) checkDigest(st.path, hash.digest("hex"), expected);
+  return nonFinite;
+}
+
+function nonFiniteError(path: string, names: string[], total: number): CheckpointError {
+  return new CheckpointError(
+    path,
+    "non-finite",
+    `${describeNonFinite(names, total)}: it was written from values that had overflowed, and would resume or ` +
+      "evaluate into NaN; use an earlier checkpoint",
+  );
 }
 
 /** Hashes the data section in fixed-size chunks, so verifying never holds more than one chunk. */
@@ -508,17 +601,6 @@ function processIsAlive(pid: number): boolean {
   } catch {
     return false;
   }
-}
-
-function syncDirectory(dir: string): void {
-  try {
-    const handle = Deno.openSync(dir, { read: true });
-    try {
-      handle.syncSync();
-    } finally {
-      handle.close();
-    }
-  } catch { /* not every platform lets a directory be opened; the data itself is fsynced */ }
 }
 
 function escapeRegExp(text: string): string {

@@ -3,6 +3,8 @@
 // returns turn a log file into one unreadable line. Metrics go to a JSONL file opened in append mode, so a resumed
 // run continues it. Only rank 0 speaks: every other rank gets no-op objects, and callers need no `if (rank === 0)`.
 
+import { writeFileAtomic } from "../fs/atomic_write.ts";
+
 /** Options of ProgressBar. Only `total` is required. */
 export interface ProgressBarOptions {
   /** The step the run ends at. */
@@ -285,9 +287,7 @@ function dropRecordsAfter(path: string, step: number): void {
       return false; // a torn line
     }
   });
-  const tmp = `${path}.tmp-${Deno.pid}`;
-  Deno.writeTextFileSync(tmp, kept.map((line) => line + "\n").join(""));
-  Deno.renameSync(tmp, path);
+  writeFileAtomic(path, kept.map((line) => line + "\n").join(""));
 }
 
 function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {

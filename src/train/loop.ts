@@ -31,7 +31,10 @@ import {
 } from "../torch/mod.ts";
 import { ProcessGroup } from "../torch/dist.ts";
 import { autocastUnsupported, GradScaler, type Precision } from "./amp.ts";
-import { findResumeCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { checkpointPath, findResumeCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { describeNonFinite, nonFiniteTensors } from "./finite.ts";
+import { acquireRunLock, type RunLock } from "./run_lock.ts";
+import { claimOutputDir } from "./run_folder.ts";
 import {
   describeOfficialResume,
   isTorchCheckpoint,
@@ -48,12 +51,59 @@ import { AdamW, officialParamGroups } from "./optimizer.ts";
 import { flagOf, OptionError, type TrainOptions } from "./options.ts";
 import { lossCurveSvg } from "./plot.ts";
 import { cosineValue, emaMomentum } from "./schedules.ts";
+import { writeFileAtomic } from "../fs/atomic_write.ts";
 
-/** A non-finite loss: names the optimizer step and the loss term, as the acceptance list asks. */
+/** The newest finite checkpoint of this run, as the NaN stops name it. */
+export interface LatestCheckpoint {
+  path: string;
+  step: number;
+  /** Written by this run (not the one it resumed from). */
+  written: boolean;
+}
+
+/** The suffix a checkpoint is renamed with when its parameters gave a non-finite loss: --resume auto passes it by. */
+export const NONFINITE_LOSS_SUFFIX = ".nonfinite-loss";
+
+function describeLatest(latest: LatestCheckpoint | null): string {
+  return latest === null
+    ? "no checkpoint was written"
+    : `the latest checkpoint is ${latest.path} (step ${latest.step}, finite)`;
+}
+
+/** A non-finite loss: names the first optimizer step whose loss was non-finite, the term, and the latest checkpoint. */
 export class NonFiniteLossError extends Error {
-  constructor(readonly step: number, readonly term: string, readonly value: number) {
-    super(`non-finite loss at step ${step}: ${term} = ${value}; stopping (the last checkpoint is untouched)`);
+  constructor(
+    readonly step: number,
+    readonly term: string,
+    readonly value: number,
+    readonly latest: LatestCheckpoint | null = null,
+    readonly setAside: string | null = null,
+  ) {
+    const aside = setAside === null
+      ? ""
+      : `; the checkpoint of step ${step}, whose parameters gave it, is now ${setAside}`;
+    super(`non-finite loss at step ${step}: ${term} = ${value}; stopping${aside}; ${describeLatest(latest)}`);
     this.name = "NonFiniteLossError";
+  }
+}
+
+/**
+ * Parameters or optimizer state that went non-finite although every loss so far was finite (an update overflowed,
+ * e.g. `--lr 1e308`): found by the check before a save, which then writes nothing.
+ */
+export class NonFiniteStateError extends Error {
+  constructor(
+    readonly step: number,
+    readonly tensors: string[],
+    total: number,
+    readonly latest: LatestCheckpoint | null,
+  ) {
+    super(
+      `non-finite parameters or optimizer state after step ${step}: ${describeNonFinite(tensors, total)}, while ` +
+        `the losses before it were finite (an update overflowed: is the learning rate too large?); ` +
+        `not saved; stopping; ${describeLatest(latest)}`,
+    );
+    this.name = "NonFiniteStateError";
   }
 }
 
@@ -83,7 +133,10 @@ interface StepRecord {
   values: Record<string, number>;
 }
 
-/** Set by tests to check the NaN path: DETAILCLIP_INJECT_NAN=<step>:<term> poisons that term at that step. */
+/**
+ * Set by tests to check the NaN paths: DETAILCLIP_INJECT_NAN=<step>:<term> poisons that loss term at that step;
+ * <step>:parameters poisons the first trainable parameter right after that step's update (a loss still finite).
+ */
 function injectedNaN(): { step: number; term: string } | null {
   const spec = Deno.env.get("DETAILCLIP_INJECT_NAN");
   if (!spec) return null;
@@ -100,17 +153,24 @@ export async function train(options: TrainOptions, log: (line: string) => void =
     backend: options.distBackend,
     device: options.device,
   });
+  const held: { lock?: RunLock } = {};
   try {
     if (pg.distributed) pg.checkConfig(options, flagOf);
-    const summary = await trainRank(options, pg, pg.rank === 0 ? log : () => {});
+    const summary = await trainRank(options, pg, pg.rank === 0 ? log : () => {}, held);
     pg.barrier(); // no rank leaves (taking its sockets with it) before every rank has finished
     return summary;
   } finally {
+    held.lock?.release();
     pg.destroy();
   }
 }
 
-async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: string) => void): Promise<TrainSummary> {
+async function trainRank(
+  options: TrainOptions,
+  pg: ProcessGroup,
+  log: (line: string) => void,
+  held: { lock?: RunLock },
+): Promise<TrainSummary> {
   const started = performance.now();
   const { rank, world } = pg;
 
@@ -125,6 +185,22 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
   if (noAutocast !== null) throw new OptionError(`--precision ${precision} on ${device}: ${noAutocast}`);
   manualSeed(options.seed + rank);
   await Deno.mkdir(options.outputDir, { recursive: true });
+  // Rank 0 holds the folder for the whole run and checks it holds no other run's files; its verdict reaches every
+  // rank (whatever went wrong, so no rank waits for a rank 0 that has stopped), and a refusal stops them all.
+  let failure: unknown = null;
+  let refusal: string | null = null;
+  if (rank === 0) {
+    try {
+      held.lock = acquireRunLock(options.outputDir, log);
+      claimOutputDir(options, log);
+    } catch (error) {
+      failure = error;
+      refusal = (error as Error).message;
+    }
+  }
+  refusal = JSON.parse(pg.broadcastText(JSON.stringify(refusal))) as string | null;
+  if (failure !== null) throw failure;
+  if (refusal !== null) throw new OptionError(refusal);
 
   const preset = modelPreset(options.model);
   const views = preset.kind === "detailclip" ? 2 : 1;
@@ -168,6 +244,7 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
 
   // ---- resume ------------------------------------------------------------------------------------------------------
   let step = 0;
+  let latest: LatestCheckpoint | null = null; // this run's newest finite checkpoint, named by the NaN stops
   let history: StepRecord[] = [];
   let evalBefore: SyntheticEval | null = null;
   if (options.resume) {
@@ -187,6 +264,7 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
       step = restored.step;
       history = restored.history;
       evalBefore = restored.evalBefore;
+      latest = { path, step, written: false };
       log(`resume: ${path} at step ${step}`);
     }
   }
@@ -229,10 +307,33 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
       },
     };
   };
+  /**
+   * Checks the state for NaN/Inf on every rank (one device reduction; the ranks hold the same weights, so they stop
+   * together), then rank 0 writes it. A non-finite state is never written: the run stops naming the step.
+   */
   const save = (say: (line: string) => void, best = false): void => {
+    const prefixed = (prefix: string, tensors: Iterable<[string, Tensor]>): [string, Tensor][] =>
+      [...tensors].map(([key, value]) => [`${prefix}${key}`, value]);
+    const checked = [
+      ...prefixed("model.", model.stateDict()),
+      ...prefixed("optimizer.", optimizer.stateTensors()),
+      ...prefixed("ibot.", ibot?.stateDict() ?? []),
+    ];
+    const bad = nonFiniteTensors(checked);
+    if (bad.length > 0) throw new NonFiniteStateError(step, bad, checked.length, latest);
+    if (rank !== 0) {
+      latest = { path: checkpointPath(options.outputDir, step), step, written: true }; // what rank 0 writes now
+      return;
+    }
     const state = checkpointState();
     try {
-      const path = saveCheckpoint(options.outputDir, state, { keepLast: options.keepLast, best, log: say });
+      const path = saveCheckpoint(options.outputDir, state, {
+        keepLast: options.keepLast,
+        best,
+        log: say,
+        finiteChecked: true,
+      });
+      latest = { path, step, written: true };
       say(`checkpoint: ${path}`);
     } finally {
       state.tensors.get("rng.cpu")?.dispose();
@@ -257,6 +358,20 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
   const collectiveStarted = pg.collectiveSeconds;
   const firstStep = step;
 
+  /**
+   * The loss of step k is computed from the parameters after k updates, which the checkpoint of step k holds: when
+   * that loss is non-finite, the checkpoint (if this run wrote it) is renamed so --resume auto falls back to an older
+   * one, from which a run with, say, a lower learning rate can recover. Returns the new name, or null.
+   */
+  const setAsideCheckpointOf = (k: number): string | null => {
+    if (rank !== 0 || latest === null || latest.step !== k || !latest.written) return null;
+    const aside = `${latest.path}${NONFINITE_LOSS_SUFFIX}`;
+    Deno.renameSync(latest.path, aside);
+    const older = listCheckpoints(options.outputDir).find((c) => c.step < k);
+    latest = older === undefined ? null : { ...older, written: true };
+    return aside;
+  };
+
   /** One host read for everything pending: NaN check, history, averages, progress, JSONL. */
   const flush = (): void => {
     if (pending.length === 0) return;
@@ -270,7 +385,8 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
       termNames.forEach((name, j) => (record[name] = values[row * width + j]));
       for (const name of termNames) {
         if (name !== "clip_acc" && !Number.isFinite(record[name])) {
-          throw new NonFiniteLossError(entry.step, name, record[name]);
+          const aside = setAsideCheckpointOf(entry.step);
+          throw new NonFiniteLossError(entry.step, name, record[name], latest, aside);
         }
       }
       history.push({ step: entry.step, values: record });
@@ -321,7 +437,7 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
           const { loss, terms } = precision === "fp32"
             ? run()
             : autocast(device === "cpu" ? "cpu" : "cuda", precision === "bf16" ? "bfloat16" : "float16", run);
-          if (poison && poison.step === step && micro === 0) {
+          if (poison && poison.step === step && micro === 0 && poison.term !== "parameters") {
             const target = terms[poison.term] ?? terms.loss;
             target.mul_(Number.NaN);
           }
@@ -335,6 +451,7 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
       pg.averageGradients(trainable); // DDP's mean over ranks, once per optimizer step (none on micro-steps)
       const stepOk = scaler ? scaler.unscaleAndUpdate(trainable) : true;
       if (stepOk) optimizer.step(lr);
+      if (poison?.term === "parameters" && poison.step === step) noGrad(() => trainable[0].mul_(Number.NaN));
       model.clampLogitScale();
       optimizer.zeroGrad();
       step += 1;
@@ -346,7 +463,7 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
         (endOfEpoch && (step / stepsPerEpoch) % options.evalFreq === 0) || step === lastStep;
       if (saveNow) {
         flush(); // never checkpoint parameters that follow a non-finite loss
-        if (rank === 0) save((line) => progress.println(line));
+        save((line) => progress.println(line));
       }
     }
     flush();
@@ -392,8 +509,8 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
     output_dir: options.outputDir,
   };
   if (rank === 0) {
-    await Deno.writeTextFile(`${options.outputDir}/summary.json`, JSON.stringify(summary, null, 2) + "\n");
-    await Deno.writeTextFile(`${options.outputDir}/loss_curve.svg`, lossCurve(history));
+    writeFileAtomic(`${options.outputDir}/summary.json`, JSON.stringify(summary, null, 2) + "\n");
+    writeFileAtomic(`${options.outputDir}/loss_curve.svg`, lossCurve(history));
     jsonl.write({ type: "summary", ...summary });
     const rate = trainedSteps / Math.max((performance.now() - stepStarted) / 1000, 1e-9);
     log(

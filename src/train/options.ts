@@ -8,6 +8,11 @@ import { z } from "zod";
 export const DATASETS = ["synthetic", "csv", "webdataset", "coco", "yfcc15m", "redcaps"] as const;
 export const PRECISIONS = ["fp32", "bf16", "fp16"] as const;
 
+/** A learning rate above the largest float32 cannot even reach the optimizer's float32 kernels. */
+const FLOAT32_MAX = 3.4028234663852886e38;
+const learningRate = (): z.ZodNumber =>
+  z.number().max(FLOAT32_MAX, "must be at most 3.4e38 (the largest float32, which the optimizer computes in)");
+
 export const TrainOptionsSchema = z.object({
   model: z.string().min(1).default("tiny_synthetic"),
   dataset: z.enum(DATASETS).default("synthetic"),
@@ -23,9 +28,9 @@ export const TrainOptionsSchema = z.object({
   epochs: z.number().int().positive().default(25),
   warmupEpochs: z.number().min(0).default(1),
   batchSize: z.number().int().positive().default(32),
-  lr: z.number().positive().default(5e-4),
-  lrStart: z.number().min(0).default(1e-6),
-  lrEnd: z.number().min(0).default(1e-5),
+  lr: learningRate().positive().default(5e-4),
+  lrStart: learningRate().min(0).default(1e-6),
+  lrEnd: learningRate().min(0).default(1e-5),
   updateFreq: z.number().int().positive().default(1),
   wd: z.number().min(0).default(0.5),
   betas: z.tuple([z.number().min(0).lt(1), z.number().min(0).lt(1)]).default([0.9, 0.98]),
@@ -35,6 +40,7 @@ export const TrainOptionsSchema = z.object({
   device: z.string().regex(/^(cpu|cuda|cuda:\d+)$/, "expected cpu, cuda or cuda:N").default("cpu"),
   seed: z.number().int().min(0).default(0),
   resume: z.string().optional(),
+  overwrite: z.boolean().default(false),
   printFreq: z.number().int().positive().default(10),
   evalFreq: z.number().int().positive().default(1),
   saveFreq: z.number().int().positive().optional(),
@@ -108,6 +114,11 @@ const FLAGS: Record<string, FlagSpec> = {
     key: "resume",
     kind: "string",
     help: "auto (latest good checkpoint in --output-dir), a path, or an official DetailCLIP .pt",
+  },
+  "overwrite": {
+    key: "overwrite",
+    kind: "boolean",
+    help: "let a new run replace the checkpoints of another run in --output-dir (without it the run stops)",
   },
   "print-freq": { key: "printFreq", kind: "number", help: "optimizer steps between log lines (10)" },
   "eval-freq": { key: "evalFreq", kind: "number", help: "epochs between evaluations and epoch checkpoints (1)" },
