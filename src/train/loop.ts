@@ -32,6 +32,7 @@ import {
 import { ProcessGroup } from "../torch/dist.ts";
 import { GradScaler, type Precision } from "./amp.ts";
 import { findResumeCheckpoint, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
+import { stopIfLauncherGone } from "./launcher_link.ts";
 import {
   describeOfficialResume,
   isTorchCheckpoint,
@@ -228,6 +229,7 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
     };
   };
   const save = (say: (line: string) => void, best = false): void => {
+    stopIfLauncherGone();
     const state = checkpointState();
     try {
       const path = saveCheckpoint(options.outputDir, state, { keepLast: options.keepLast, best, log: say });
@@ -279,6 +281,7 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
     const averages = meter.averages();
     const current = step;
     progress.update(current, averages);
+    stopIfLauncherGone();
     jsonl.write({
       type: "interval",
       step: current,
@@ -388,6 +391,7 @@ async function trainRank(options: TrainOptions, pg: ProcessGroup, log: (line: st
     retrieval_r1_after: evalAfter?.retrievalR1 ?? null,
     output_dir: options.outputDir,
   };
+  stopIfLauncherGone();
   if (rank === 0) {
     await Deno.writeTextFile(`${options.outputDir}/summary.json`, JSON.stringify(summary, null, 2) + "\n");
     await Deno.writeTextFile(`${options.outputDir}/loss_curve.svg`, lossCurve(history));
