@@ -300,9 +300,10 @@ DC_API int32_t dc_select_tokens(dc_tensor scores, int64_t grid_h, int64_t grid_w
  * broken; its message names the lost ranks, and every later call on the group repeats it.
  * 1 when the backend was compiled in, 0 when not. */
 DC_API int32_t dc_dist_available(int32_t backend);
-/* Rank 0 hosts the TCPStore at host:port (which must be this machine's; libtorch >= 2.4: bound to that address when
- * it is a literal) and waits for world - 1 workers; a worker first checks (within timeout_ms) that a store answers
- * at host:port, naming the program there when not; every rank then forms the group. */
+/* Rank 0 hosts the TCPStore at host:port (libtorch >= 2.4: bound to host when it is a literal address of this machine,
+ * else on every interface; a port held by another program is an error naming it) and waits for world - 1 workers; a
+ * worker first checks (within timeout_ms) that a store answers at host:port, naming the program there when not;
+ * every rank then forms the group. */
 DC_API int64_t dc_dist_init(const char* host, int64_t port, int64_t rank, int64_t world, int32_t backend, int64_t timeout_ms);
 DC_API int32_t dc_dist_destroy(int64_t group);
 /* In place; op: 0 sum, 1 avg (sum / world), 2 max, 3 min. Any layout and dtype (copied through a dense buffer). */

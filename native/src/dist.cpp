@@ -433,23 +433,24 @@ int64_t dc_dist_init(const char* host, int64_t port, int64_t rank, int64_t world
     store_options.timeout = g->timeout;
     try {
       if (rank == 0) {
-        // Rank 0 hosts the store: the master address must be this machine's, and the port free (else the message
-        // names the program holding it).
-        dc::rendezvous::check_local_address(address);
 #if DC_TORCH_AT_LEAST(2, 4)
-        // The store listens on the master address itself (loopback for a local job), not on every interface: a
-        // socket bound there is handed to c10d. Names keep c10d's wildcard: another node may resolve a host name to
-        // an address this one does not (127.0.1.1 in /etc/hosts), and "localhost" may mean ::1 to one rank and
-        // 127.0.0.1 to another. The classic server is asked for, as some libuv ones took the socket without
-        // listening on it.
-        if (dc::rendezvous::is_address_literal(address)) {
+        // c10d's classic store server, never its libuv one (the default from 2.4): the deno executable exports a
+        // libuv shim of its own for Node-API (uv_close, uv_handle_set_data, ... : `nm -D deno`), which interposes on
+        // the copy inside libtorch_cpu, and the libuv server then crashes in uv_listen.
+        store_options.useLibUV = false;
+        // The store listens on the master address itself (127.0.0.1 for a local job), not on every interface, when
+        // that address is a literal of this machine: a socket bound there is handed to c10d. Anything else keeps
+        // c10d's wildcard: another node may resolve a host name to an address this one does not (127.0.1.1 in
+        // /etc/hosts), "localhost" may be ::1 to one rank and 127.0.0.1 to another, and an address that is not this
+        // machine's may reach it through NAT.
+        if (dc::rendezvous::is_address_literal(address) && dc::rendezvous::is_local_address(address)) {
           store_options.masterListenFd = dc::rendezvous::bind_store_socket(address, store_options.port);
-          store_options.useLibUV = false;
         } else {
           dc::rendezvous::check_port_free(store_options.port);
         }
 #else
-        // libtorch before 2.4 has no way to give the store an address: it listens on the wildcard.
+        // libtorch before 2.4 cannot give the store an address: it listens on the wildcard. The port is checked first
+        // so that a program holding it is named.
         dc::rendezvous::check_port_free(store_options.port);
 #endif
       } else {

@@ -269,14 +269,6 @@ bool is_local_address(const std::string& host) {
   return false;
 }
 
-void check_local_address(const std::string& host) {
-  resolve(host, 0);  // an unresolvable name is reported as such
-  if (is_local_address(host)) return;
-  throw std::runtime_error("the master address " + host +
-                           " is not an address of this machine, and rank 0 hosts the rendezvous store there: run "
-                           "rank 0 (node rank 0) on the master host, or set MASTER_ADDR/--master-addr to this host");
-}
-
 int bind_store_socket(const std::string& host, uint16_t port) {
   AddrList list = resolve(host, port);
   std::string why = "no address";

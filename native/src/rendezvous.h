@@ -1,7 +1,7 @@
 // rendezvous.h: plain-socket checks around c10d's TCPStore (rendezvous.cpp), so that what c10d does not bound is
 // bounded here: a worker rank proves that the master port speaks the store protocol (within the timeout) before c10d
-// connects to it, and rank 0 checks that the master address is one of this machine's and that the port is free,
-// naming the program that holds it. No libtorch in here: POSIX sockets and /proc only.
+// connects to it, and rank 0 checks that the port is free, naming the program that holds it, or binds the store's
+// socket to the master address itself. No libtorch in here: POSIX sockets and /proc only.
 #pragma once
 
 #include <chrono>
@@ -26,10 +26,6 @@ bool is_address_literal(const std::string& host);
 
 // Whether `host` is (or resolves to) an address of this machine.
 bool is_local_address(const std::string& host);
-
-// Throws std::runtime_error when `host` resolves to no address of this machine (rank 0 hosts the store there, so
-// the other ranks could never reach it).
-void check_local_address(const std::string& host);
 
 // A listening-ready TCP socket bound to host:port (SO_REUSEADDR, close-on-exec), for c10d to take over; throws with
 // the holder of the port named when it is taken.
