@@ -2,16 +2,24 @@
 // [--max-restarts K] -- <train args>`, torchrun's job for this CLI. It starts this node's ranks of `train` with the
 // torchrun variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR, MASTER_PORT), prefixes
 // every output line with `[rank k]`, forwards SIGINT/SIGTERM, and when a rank dies stops the others and restarts the
-// whole group with `--resume auto` (up to K times); out of restarts, it exits with the failed rank's status.
+// whole group (up to K times) from the latest checkpoint (planRestart: an explicit --resume PATH is kept only while
+// it verifies and the run has written nothing newer); out of restarts, it exits with the failed rank's status. Ranks
+// watch the launcher's pid (DC_LAUNCHER_PID) and stop when it dies, even by SIGKILL (src/train/launcher_link.ts).
 // Multi-node: run one launcher per node with the same --nnodes/--master-addr/--master-port and its own --node-rank;
 // a failure on one node reaches the others through their collectives, so every node restarts.
 import { parseArgs } from "node:util";
+import { CheckpointError, verifyCheckpoint } from "../src/train/checkpoint.ts";
+import { LAUNCHER_PID_VARIABLE } from "../src/train/launcher_link.ts";
+import { isTorchCheckpoint, openOfficialCheckpoint } from "../src/train/official_checkpoint.ts";
+import { parseTrainOptions } from "../src/train/options.ts";
 import { UsageError } from "./usage_error.ts";
 
 const help = `usage: deno task launch --nproc-per-node N [options] -- <train options>
 
 Starts N training ranks on this node (torchrun-style variables), prefixes their output with [rank k], forwards
-SIGINT/SIGTERM, and restarts all ranks from the latest checkpoint (--resume auto) when one dies.
+SIGINT/SIGTERM, and restarts all ranks from the latest checkpoint (--resume auto) when one dies. An explicit
+--resume PATH is kept on a restart while PATH verifies and the run has written no newer checkpoint; if it does not
+verify, the launcher stops rather than train from scratch. Ranks stop when the launcher dies.
 
 options:
   --nproc-per-node N     ranks on this node (required)
@@ -89,8 +97,8 @@ export function parseLaunchArgs(args: string[]): LaunchOptions | null {
   return options;
 }
 
-/** The train arguments for a restart: any --resume is replaced by `--resume auto` (the latest good checkpoint). */
-export function resumeArgs(args: readonly string[]): string[] {
+/** The train arguments with any --resume replaced by `--resume <value>` (default: auto, the latest good checkpoint). */
+export function resumeArgs(args: readonly string[], value = "auto"): string[] {
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
     if (args[i] === "--resume") {
@@ -100,7 +108,84 @@ export function resumeArgs(args: readonly string[]): string[] {
     if (args[i].startsWith("--resume=")) continue;
     out.push(args[i]);
   }
-  return [...out, "--resume", "auto"];
+  return [...out, "--resume", value];
+}
+
+/** How the ranks restart: their arguments and how they resume, or why they must not restart. */
+export type RestartPlan = { args: string[]; resume: string } | { stop: string };
+
+/**
+ * The restart after a failure. Without --resume, or with --resume auto, the ranks restart with --resume auto. With
+ * an explicit --resume PATH they restart from the newest checkpoint this launch wrote to the output folder (one
+ * modified since `startedAtMs` that verifies) when it is past PATH's step; else from PATH itself if PATH verifies;
+ * else not at all: --resume auto would find nothing (or another run's files) and train from scratch, which is not
+ * what the user asked for.
+ */
+export function planRestart(trainArgs: readonly string[], startedAtMs: number): RestartPlan {
+  let options;
+  try {
+    options = parseTrainOptions([...trainArgs]);
+  } catch {
+    return { args: resumeArgs(trainArgs), resume: "--resume auto" }; // the ranks will report the options themselves
+  }
+  if (options.resume === undefined || options.resume === "auto") {
+    return { args: resumeArgs(trainArgs), resume: "--resume auto" };
+  }
+  const explicit = options.resume;
+  const written = newestCheckpointSince(options.outputDir, startedAtMs);
+  const checked = verifyResumePath(explicit);
+  if (written !== null && ("problem" in checked || written.step > checked.step)) {
+    return {
+      args: resumeArgs(trainArgs, written.path),
+      resume: `--resume ${written.path} (step ${written.step}, the newest checkpoint this launch wrote)`,
+    };
+  }
+  if (!("problem" in checked)) return { args: [...trainArgs], resume: `--resume ${explicit} (verified)` };
+  return {
+    stop: `--resume ${explicit} does not verify (${checked.problem}) and this launch wrote no checkpoint to ` +
+      `resume from, so a restart would train from scratch`,
+  };
+}
+
+/** The step of a checkpoint given to --resume (-1 for an official .pt, which holds epochs), or why it is unusable. */
+function verifyResumePath(path: string): { step: number } | { problem: string } {
+  try {
+    if (!Deno.statSync(path).isFile) return { problem: "not a regular file" };
+    if (isTorchCheckpoint(path)) {
+      openOfficialCheckpoint(path).close();
+      return { step: -1 };
+    }
+    return { step: verifyCheckpoint(path).step };
+  } catch (error) {
+    if (error instanceof CheckpointError) return { problem: error.reason };
+    return { problem: (error as Error).message.split("\n")[0] };
+  }
+}
+
+/** The newest `checkpoint-<step>.safetensors` in dir modified at or after `sinceMs` that verifies, or null. */
+function newestCheckpointSince(dir: string, sinceMs: number): { path: string; step: number } | null {
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dir)];
+  } catch {
+    return null;
+  }
+  const candidates = entries
+    .map((e) => ({ e, match: e.isFile ? /^checkpoint-(\d+)\.safetensors$/.exec(e.name) : null }))
+    .filter(({ match }) => match !== null)
+    .map(({ e, match }) => ({ path: `${dir}/${e.name}`, step: Number(match![1]) }))
+    .sort((a, b) => b.step - a.step);
+  for (const candidate of candidates) {
+    try {
+      const modified = Deno.statSync(candidate.path).mtime?.getTime() ?? 0;
+      if (modified < sinceMs) continue;
+      verifyCheckpoint(candidate.path);
+      return candidate;
+    } catch {
+      // torn or vanished: look at the next one
+    }
+  }
+  return null;
 }
 
 /** How a rank ended: its exit code, or the signal that killed it. */
@@ -158,6 +243,8 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   const world = options.nnodes * options.nprocPerNode;
+  // Whole seconds: a file system may keep modification times that coarse.
+  const startedAtMs = Math.floor(Date.now() / 1000) * 1000;
   let trainArgs = options.trainArgs;
   let stopSignal: Deno.Signal | null = null;
   let running: RankProcess[] = [];
@@ -196,9 +283,14 @@ export async function main(args: string[]): Promise<number> {
         );
         return failure.status.code !== 0 ? failure.status.code : 1;
       }
-      trainArgs = resumeArgs(options.trainArgs);
+      const plan = planRestart(options.trainArgs, startedAtMs);
+      if ("stop" in plan) {
+        say(`${what}; not restarting: ${plan.stop}`);
+        return failure.status.code !== 0 ? failure.status.code : 1;
+      }
+      trainArgs = plan.args;
       say(
-        `${what}; restarting all ${options.nprocPerNode} local rank(s) with --resume auto ` +
+        `${what}; restarting all ${options.nprocPerNode} local rank(s) with ${plan.resume} ` +
           `(restart ${attempt + 1} of ${options.maxRestarts})`,
       );
       await new Promise((r) => setTimeout(r, 1000)); // let the old sockets go
@@ -221,6 +313,8 @@ function startRanks(options: LaunchOptions, world: number, trainArgs: string[], 
       MASTER_ADDR: options.masterAddr,
       MASTER_PORT: String(options.masterPort),
       TORCHELASTIC_RESTART_COUNT: String(attempt),
+      // The rank watches this pid and stops when it is no longer its parent (src/train/launcher_link.ts).
+      [LAUNCHER_PID_VARIABLE]: String(Deno.pid),
     };
     // As torchrun: several ranks on one machine would each start one libtorch thread per core.
     if (options.nprocPerNode > 1 && Deno.env.get("OMP_NUM_THREADS") === undefined) env.OMP_NUM_THREADS = "1";

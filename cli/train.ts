@@ -1,8 +1,9 @@
 // train.ts: `deno task train [options]`; with no options, the built-in demo on synthetic captioned shapes.
 import { DistError } from "../src/torch/dist.ts";
 import { TorchError } from "../src/torch/mod.ts";
-import { NonFiniteLossError, NonFiniteStateError, train } from "../src/train/loop.ts";
 import { CheckpointError } from "../src/train/checkpoint.ts";
+import { tieToLauncher } from "../src/train/launcher_link.ts";
+import { NonFiniteLossError, NonFiniteStateError, train } from "../src/train/loop.ts";
 import { OptionError, parseTrainOptions, trainHelp } from "../src/train/options.ts";
 import { UsageError } from "./usage_error.ts";
 
@@ -18,6 +19,7 @@ export async function main(args: string[]): Promise<number> {
     if (error instanceof OptionError) throw new UsageError(error.message);
     throw error;
   }
+  tieToLauncher(); // a rank of `deno task launch` dies with its launcher
   try {
     await train(options);
     return 0;

@@ -39,7 +39,7 @@ typedef void* dc_guard;
 #define DC_NONBLOCKING
 
 /* Bump when any signature or code below changes; src/torch/lib.ts refuses a library with another version. */
-#define DC_ABI_VERSION 6
+#define DC_ABI_VERSION 7
 
 /* ---- library, errors, runtime ------------------------------------------------------------------------------- */
 DC_API int32_t dc_abi_version(void);
@@ -295,11 +295,15 @@ DC_API int32_t dc_select_tokens(dc_tensor scores, int64_t grid_h, int64_t grid_w
 
 /* ---- distributed (c10d; dist.cpp) ------------------------------------------------------------------------------ */
 /* Process groups are int64 ids (>= 0). backend: 0 Gloo (CPU tensors), 1 NCCL (CUDA tensors). timeout_ms bounds the
- * rendezvous, every collective and every store wait. A failed collective (peer died, deadline passed) marks the group
+ * rendezvous, every collective and every store wait. backend 2 forms only the rendezvous store (store calls work,
+ * collectives fail): for tests of the rendezvous on builds without a collective backend. A failed collective (peer died, deadline passed) marks the group
  * broken; its message names the lost ranks, and every later call on the group repeats it.
  * 1 when the backend was compiled in, 0 when not. */
 DC_API int32_t dc_dist_available(int32_t backend);
-/* Rank 0 hosts the TCPStore at host:port and waits for world - 1 workers; every rank then forms the group. */
+/* Rank 0 hosts the TCPStore at host:port (libtorch >= 2.4: bound to host when it is a literal address of this machine,
+ * else on every interface; a port held by another program is an error naming it) and waits for world - 1 workers; a
+ * worker first checks (within timeout_ms) that a store answers at host:port, naming the program there when not;
+ * every rank then forms the group. */
 DC_API int64_t dc_dist_init(const char* host, int64_t port, int64_t rank, int64_t world, int32_t backend, int64_t timeout_ms);
 DC_API int32_t dc_dist_destroy(int64_t group);
 /* In place; op: 0 sum, 1 avg (sum / world), 2 max, 3 min. Any layout and dtype (copied through a dense buffer). */
@@ -319,6 +323,12 @@ DC_API int32_t dc_dist_average_grads_(int64_t group, const dc_tensor* params, in
  * and returns the value's size. */
 DC_API int32_t dc_dist_store_set(int64_t group, const char* key, const void* value, int64_t nbytes);
 DC_API int64_t dc_dist_store_get(int64_t group, const char* key, void* out, int64_t capacity);
+
+/* ---- process (process.cpp) -------------------------------------------------------------------------------- */
+/* Ties this process to its parent (a rank to its launcher): returns 1 at once when the parent is no longer
+ * parent_pid, else starts (once per process) a thread that checks every interval_ms and SIGKILLs this process as
+ * soon as the parent has changed (the launcher died, even by SIGKILL), and returns 0. */
+DC_API int32_t dc_exit_with_parent(int64_t parent_pid, int64_t interval_ms);
 
 /* ---- data pipeline (data.cpp): image decoding and augmentation on native worker threads ----------------------- */
 /* A loader owns a pool of worker threads that read encoded images (a whole file or a byte range of one, e.g. a tar

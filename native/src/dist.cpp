@@ -12,6 +12,7 @@
 // libtorch versions: on 1.13 the backends are ProcessGroup subclasses; from 2.0 they are c10d::Backend subclasses
 // with the same collective signatures. `Comm` names whichever it is; nothing else differs for what we use.
 #include "common.h"
+#include "rendezvous.h"
 
 #include <algorithm>
 #include <chrono>
@@ -62,6 +63,18 @@ using Millis = std::chrono::milliseconds;
 
 constexpr int32_t kGloo = 0;
 constexpr int32_t kNccl = 1;
+constexpr int32_t kStoreOnly = 2;  // the rendezvous store and nothing else: for tests of the rendezvous itself
+
+// The store's wire dialect for the rendezvous probe (rendezvous.h): libtorch 1.13 numbers CHECK 4; 2.x put a
+// VALIDATE query (code 0, which must come first) in front and CHECK became 5. 2.0 and 2.1 are not probed (which of
+// them already had VALIDATE is not pinned down here, and a wrong guess would be misread by a real store).
+#if DC_TORCH_AT_LEAST(2, 2)
+#define DC_STORE_PROBE 1
+constexpr dc::rendezvous::StoreDialect kStoreDialect{true, 5};
+#elif !DC_TORCH_AT_LEAST(2, 0)
+#define DC_STORE_PROBE 1
+constexpr dc::rendezvous::StoreDialect kStoreDialect{false, 4};
+#endif
 
 // How long a failing rank waits for the others to record their failure before naming the silent ones.
 constexpr Millis kDiagnoseWindow{3000};
@@ -159,8 +172,13 @@ std::string diagnose(Group& g) {
 }
 
 // Runs one collective (launch returns its Work) and waits for it within the group's deadline.
+void check_comm(const Group& g, const std::string& op) {
+  if (!g.comm) throw std::invalid_argument("dist " + op + ": this group holds only a store (backend code 2)");
+}
+
 template <typename Launch>
 void run(Group& g, const std::string& op, Launch&& launch) {
+  check_comm(g, op);
   if (!g.broken.empty()) {
     throw std::runtime_error("dist " + op + ": the process group is unusable after an earlier failure: " + g.broken);
   }
@@ -312,6 +330,7 @@ void unflatten_into(const at::Tensor& flat, std::vector<at::Tensor>& members) {
 // Launches every bucket's collective, then waits for all of them (one deadline each).
 template <typename Launch>
 void run_buckets(Group& g, const std::string& name, std::vector<Bucket>& buckets, Launch&& launch) {
+  check_comm(g, name);
   std::lock_guard<std::mutex> lock(g.mutex);
   if (!g.broken.empty()) {
     throw std::runtime_error("dist " + name + ": the process group is unusable after an earlier failure: " + g.broken);
@@ -383,8 +402,9 @@ int32_t dc_dist_available(int32_t backend) {
       return 0;
 #endif
     }
+    if (backend == kStoreOnly) return 1;
     throw std::invalid_argument("dc_dist_available: unknown backend code " + std::to_string(backend) +
-                                " (0 gloo, 1 nccl)");
+                                " (0 gloo, 1 nccl, 2 store only)");
   DC_GUARD_END(-1)
 }
 
@@ -412,6 +432,34 @@ int64_t dc_dist_init(const char* host, int64_t port, int64_t rank, int64_t world
     store_options.waitWorkers = true;
     store_options.timeout = g->timeout;
     try {
+      if (rank == 0) {
+#if DC_TORCH_AT_LEAST(2, 4)
+        // c10d's classic store server, never its libuv one (the default from 2.4): the deno executable exports a
+        // libuv shim of its own for Node-API (uv_close, uv_handle_set_data, ... : `nm -D deno`), which interposes on
+        // the copy inside libtorch_cpu, and the libuv server then crashes in uv_listen.
+        store_options.useLibUV = false;
+        // The store listens on the master address itself (127.0.0.1 for a local job), not on every interface, when
+        // that address is a literal of this machine: a socket bound there is handed to c10d. Anything else keeps
+        // c10d's wildcard: another node may resolve a host name to an address this one does not (127.0.1.1 in
+        // /etc/hosts), "localhost" may be ::1 to one rank and 127.0.0.1 to another, and an address that is not this
+        // machine's may reach it through NAT.
+        if (dc::rendezvous::is_address_literal(address) && dc::rendezvous::is_local_address(address)) {
+          store_options.masterListenFd = dc::rendezvous::bind_store_socket(address, store_options.port);
+        } else {
+          dc::rendezvous::check_port_free(store_options.port);
+        }
+#else
+        // libtorch before 2.4 cannot give the store an address: it listens on the wildcard. The port is checked first
+        // so that a program holding it is named.
+        dc::rendezvous::check_port_free(store_options.port);
+#endif
+      } else {
+#ifdef DC_STORE_PROBE
+        // c10d bounds the connect but not the first reads: a foreign program on the port would hold this rank past
+        // the timeout. Prove that a store answers there first, within the same timeout.
+        dc::rendezvous::probe_store(address, store_options.port, g->timeout, kStoreDialect);
+#endif
+      }
       g->store = c10::make_intrusive<c10d::TCPStore>(address, store_options);
     } catch (const c10::Error& e) {
       throw std::runtime_error("dist init: rendezvous at " + g->address + " failed on " + rank_str(*g) + ": " +
@@ -471,8 +519,9 @@ int64_t dc_dist_init(const char* host, int64_t port, int64_t rank, int64_t world
 #else
         throw std::runtime_error("this build of libdetailclip has no NCCL backend (needs a CUDA libtorch with NCCL)");
 #endif
-      } else {
-        throw std::invalid_argument("unknown backend code " + std::to_string(backend) + " (0 gloo, 1 nccl)");
+      } else if (backend != kStoreOnly) {
+        throw std::invalid_argument("unknown backend code " + std::to_string(backend) +
+                                    " (0 gloo, 1 nccl, 2 store only)");
       }
     } catch (const c10::Error& e) {
       throw std::runtime_error("dist init: the process group could not form on " + rank_str(*g) + ": " +

@@ -1247,6 +1247,13 @@ export const symbols = {
     ],
     result: "i64", /* int64_t */
   },
+  dc_exit_with_parent: {
+    parameters: [
+      "i64", /* int64_t parent_pid */
+      "i64", /* int64_t interval_ms */
+    ],
+    result: "i32", /* int32_t */
+  },
   dc_loader_new: {
     parameters: [
       "buffer", /* const double* config */
@@ -1381,7 +1388,7 @@ export const symbols = {
 
 /** The integer codes of detailclip.h (op codes and the ABI version), without the DC_ prefix. */
 export const codes = {
-  ABI_VERSION: 6,
+  ABI_VERSION: 7,
   NEG: 0,
   EXP: 1,
   LOG: 2,

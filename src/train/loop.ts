@@ -35,6 +35,7 @@ import { checkpointPath, findResumeCheckpoint, listCheckpoints, loadCheckpoint, 
 import { describeNonFinite, nonFiniteTensors } from "./finite.ts";
 import { acquireRunLock, type RunLock } from "./run_lock.ts";
 import { claimOutputDir } from "./run_folder.ts";
+import { stopIfLauncherGone } from "./launcher_link.ts";
 import {
   describeOfficialResume,
   isTorchCheckpoint,
@@ -312,6 +313,7 @@ async function trainRank(
    * together), then rank 0 writes it. A non-finite state is never written: the run stops naming the step.
    */
   const save = (say: (line: string) => void, best = false): void => {
+    stopIfLauncherGone();
     const prefixed = (prefix: string, tensors: Iterable<[string, Tensor]>): [string, Tensor][] =>
       [...tensors].map(([key, value]) => [`${prefix}${key}`, value]);
     const checked = [
@@ -397,6 +399,7 @@ async function trainRank(
     const averages = meter.averages();
     const current = step;
     progress.update(current, averages);
+    stopIfLauncherGone();
     jsonl.write({
       type: "interval",
       step: current,
@@ -508,6 +511,7 @@ async function trainRank(
     retrieval_r1_after: evalAfter?.retrievalR1 ?? null,
     output_dir: options.outputDir,
   };
+  stopIfLauncherGone();
   if (rank === 0) {
     writeFileAtomic(`${options.outputDir}/summary.json`, JSON.stringify(summary, null, 2) + "\n");
     writeFileAtomic(`${options.outputDir}/loss_curve.svg`, lossCurve(history));
