@@ -5,6 +5,7 @@
 // tokenizer and OpenAI's vocabulary. Rows are L2-normalised and in input order; an unreadable image is an error.
 import { existsSync } from "node:fs";
 import { main as embedMain } from "../cli/embed.ts";
+import { main as evalMain } from "../cli/eval.ts";
 import { UsageError } from "../cli/usage_error.ts";
 import { syntheticSample } from "../src/data/synthetic.ts";
 import { encodePng } from "../src/data/png.ts";
@@ -42,13 +43,15 @@ state = {"module." + k[len("model."):]: v for k, v in tensors.items() if k.start
 torch.save({"epoch": 1, "state_dict": state, "args": argparse.Namespace(model="CLIP_tiny_synthetic")}, sys.argv[2])
 `;
 
-async function embed(args: string[]): Promise<number> {
-  const { error } = console;
+async function embed(args: string[], command = embedMain): Promise<number> {
+  const { error, log } = console;
   console.error = () => {};
+  console.log = () => {};
   try {
-    return await embedMain(args);
+    return await command(args);
   } finally {
     console.error = error;
+    console.log = log;
   }
 }
 
@@ -154,7 +157,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: "embed: an open_clip TorchScript archive gives open_clip's text embeddings through our tokenizer",
+  name: "embed and eval: an open_clip TorchScript archive gives open_clip's text embeddings through our tokenizer",
   ignore: noOpenClip || noOpenAiBpe,
   fn: async () => {
     const dir = Deno.makeTempDirSync({ prefix: "dc_embed_openclip_" });
@@ -200,6 +203,15 @@ Deno.test({
       } finally {
         for (const t of [...out.values(), ...reference.values()]) t.dispose();
       }
+      // `deno task eval` takes the same file: zero-shot and retrieval run (random weights: the numbers are only
+      // checked for shape), probes are refused with the reason.
+      const common = ["--checkpoint", `${dir}/small_jit.pt`, "--bpe", OPENAI_BPE, "--size", "12"];
+      for (const task of ["zeroshot", "retrieval"]) {
+        assertEquals(await embed([task, ...common, "--out", `${dir}/${task}.json`], evalMain), 0, `eval ${task}`);
+        const results = JSON.parse(Deno.readTextFileSync(`${dir}/${task}.json`)).results;
+        assertEquals(results.count ?? results.images, 12, `eval ${task} images: ${JSON.stringify(results)}`);
+      }
+      assertEquals(await embed(["probe", ...common], evalMain), 1, "eval probe on OpenCLIP weights");
     } finally {
       Deno.removeSync(dir, { recursive: true });
     }
