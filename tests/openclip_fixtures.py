@@ -10,6 +10,9 @@ Usage (PYTHONPATH must reach open_clip 3.3.0, e.g. .tools/openclip-pylib):
                                           small.pt (an open_clip_train checkpoint: epoch + state_dict with DDP's
                                           `module.`), small_jit.pt (torch.jit.script + torch.jit.save, the container
                                           OpenAI's released .pt files use) and small_io.safetensors
+  openclip_fixtures.py tiny_synthetic OUT_DIR
+                                          a QuickGELU ViT CLIP with our CLIP_tiny_synthetic's dimensions:
+                                          tiny.safetensors and tiny_io.safetensors (random token ids, encode_text)
 Prints "ok" on success.
 """
 import sys
@@ -64,6 +67,18 @@ def main():
         torch.save({"epoch": 3, "name": "small", "state_dict": state}, f"{out}/small.pt")
         reference(model, 64, f"{out}/small_io.safetensors")
         torch.jit.save(torch.jit.script(model), f"{out}/small_jit.pt")
+    elif command == "tiny_synthetic":
+        # The dimensions of our CLIP_tiny_synthetic preset, QuickGELU like our text tower, for train --pretrained.
+        vision = open_clip.CLIPVisionCfg(layers=2, width=64, head_width=16, patch_size=8, image_size=64)
+        text = open_clip.CLIPTextCfg(context_length=32, vocab_size=1024, width=64, heads=4, layers=2)
+        model = open_clip.CLIP(embed_dim=32, vision_cfg=vision, text_cfg=text, quick_gelu=True)
+        perturb(model)
+        model.eval()
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, f"{out}/tiny.safetensors")
+        tokens = torch.randint(1, 1024, (3, 32))
+        with torch.no_grad():
+            text_embeds = torch.nn.functional.normalize(model.encode_text(tokens), dim=-1)
+        save_file({"tokens": tokens, "text_embeds": text_embeds.contiguous()}, f"{out}/tiny_io.safetensors")
     else:
         raise SystemExit(f"unknown command {command}")
     print("ok")

@@ -7,7 +7,11 @@
 // only Debian's python3-torch.
 import { existsSync } from "node:fs";
 import { ClipWeightsError, isOpenClipWeights, loadOpenClip } from "../src/eval/clip_weights.ts";
+import { buildPreset } from "../src/models/build.ts";
+import { DetailCLIP } from "../src/models/detailclip.ts";
 import { inferOpenClipConfig, openClipPreset } from "../src/models/openclip_configs.ts";
+import { OptionError } from "../src/train/options.ts";
+import { initFromPretrained, pretrainedKeyMap } from "../src/train/pretrained.ts";
 import { F, liveTensors, noGrad, type Tensor, tidy } from "../src/torch/mod.ts";
 import { SafeTensorsFile, writeSafeTensors } from "../src/torch/io.ts";
 import { assert, assertEquals, assertThrows, missingTool, pythonModulesMissing } from "./helpers.ts";
@@ -220,5 +224,71 @@ Deno.test({
     } finally {
       Deno.removeSync(dir, { recursive: true });
     }
+  },
+});
+
+Deno.test({
+  name:
+    "train --pretrained: the text tower maps exactly (open_clip's encode_text), the ViT where shapes fit, EMA copies",
+  ignore: noOpenClip,
+  fn: () => {
+    const before = liveTensors();
+    const dir = Deno.makeTempDirSync({ prefix: "dc_openclip_pretrained_" });
+    try {
+      fixtures("tiny_synthetic", dir);
+      const weights = `${dir}/tiny.safetensors`;
+      for (const preset of ["CLIP_tiny_synthetic", "tiny_synthetic"]) {
+        const model = buildPreset(preset);
+        try {
+          const line = initFromPretrained(model, weights);
+          console.log(`${preset}: ${line}`);
+          assert(line.includes("visual.ln_pre has no place in our ViT"), line);
+          assert(!line.includes("kept their init"), `every mapped tensor fits: ${line}`);
+          // Every mapped tensor equals the file's (up to the leading 1s of cls_token/pos_embed).
+          using file = SafeTensorsFile.open(weights);
+          const own = model.stateDict();
+          let checked = 0;
+          for (const [ours, theirs] of pretrainedKeyMap(model)) {
+            tidy(() => {
+              const source = file.tensor(theirs);
+              assertEquals(maxAbsDiff(own.get(ours)!.reshape(source.shape), source), 0, `${ours} <- ${theirs}`);
+            });
+            checked++;
+          }
+          assertEquals(checked, 4 + 2 + 2 * 12 + 3 + 2 * 12 + 3, "mapped tensors");
+          assertEquals(tidy(() => model.visual.patch_embed.proj.bias!.abs().sum().item()), 0, "patch conv bias");
+          // OpenAI's text tower is ours: with QuickGELU weights the text embeddings are open_clip's.
+          using io = SafeTensorsFile.open(`${dir}/tiny_io.safetensors`);
+          const diff = tidy(() =>
+            maxAbsDiff(
+              F.normalize(noGrad(() => model.encodeText(io.tensor("tokens"))), { dim: -1 }),
+              io.tensor("text_embeds"),
+            )
+          );
+          console.log(`${preset}: text embeddings vs open_clip: max abs diff ${diff}`);
+          assert(diff <= 1e-4, `text tower after --pretrained differs from open_clip's by ${diff}`);
+          if (model instanceof DetailCLIP) {
+            const { teacher, student } = model.emaPairs();
+            teacher.forEach((t, i) => assertEquals(tidy(() => maxAbsDiff(t, student[i])), 0, `EMA tensor ${i}`));
+          }
+        } finally {
+          model.dispose();
+        }
+      }
+      // Not OpenAI/OpenCLIP weights: a clear option error.
+      const ours = buildPreset("CLIP_tiny_synthetic");
+      try {
+        writeSafeTensors(`${dir}/ours.safetensors`, ours.stateDict());
+        assertThrows(() => initFromPretrained(ours, `${dir}/ours.safetensors`), OptionError, [
+          "not OpenAI/OpenCLIP ViT CLIP weights",
+          "--resume",
+        ]);
+      } finally {
+        ours.dispose();
+      }
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+    assertEquals(liveTensors(), before, "live tensors after --pretrained");
   },
 });
