@@ -174,7 +174,7 @@ Deno.test({
   },
 });
 
-Deno.test("OpenAI/OpenCLIP presets: the released shapes, and inference names the missing key", () => {
+Deno.test("OpenAI/OpenCLIP presets: the released shapes, read back from shapes alone, and a missing key named", () => {
   const b32 = openClipPreset("ViT-B/32");
   assertEquals([b32.quickGelu, b32.vision.patchSize, b32.vision.width, b32.text.width, b32.embedDim], [
     true,
@@ -192,6 +192,28 @@ Deno.test("OpenAI/OpenCLIP presets: the released shapes, and inference names the
     768,
   ]);
   assertEquals(openClipPreset("ViT-H-14").vision.heads, 16); // head width 80, which the shapes cannot tell
+  // Read off shapes, a ViT-B/16 is named as such (not as the ViT-B-32 with the same widths).
+  const shapesOf = (name: string): Map<string, number[]> => {
+    const c = openClipPreset(name);
+    const v = c.vision, t = c.text;
+    const shapes = new Map<string, number[]>([
+      ["visual.conv1.weight", [v.width, 3, v.patchSize, v.patchSize]],
+      ["visual.positional_embedding", [1 + (v.imageSize / v.patchSize) ** 2, v.width]],
+      ["ln_final.weight", [t.width]],
+      ["text_projection", [t.width, c.embedDim]],
+      ["positional_embedding", [t.context, t.width]],
+      ["token_embedding.weight", [t.vocab, t.width]],
+    ]);
+    for (let i = 0; i < v.layers; i++) shapes.set(`visual.transformer.resblocks.${i}.ln_1.weight`, [v.width]);
+    for (let i = 0; i < t.layers; i++) shapes.set(`transformer.resblocks.${i}.ln_1.weight`, [t.width]);
+    shapes.set("visual.transformer.resblocks.0.mlp.c_fc.weight", [v.mlpWidth, v.width]);
+    shapes.set("transformer.resblocks.0.mlp.c_fc.weight", [t.mlpWidth, t.width]);
+    return shapes;
+  };
+  for (const name of ["ViT-B-16", "ViT-B-32", "ViT-L-14", "ViT-L-14-336", "ViT-H-14"]) {
+    assertEquals(inferOpenClipConfig(shapesOf(name), { quickGelu: false }), openClipPreset(name), `${name} inferred`);
+  }
+  assertEquals(inferOpenClipConfig(shapesOf("ViT-B/16"), { quickGelu: true }).name, "ViT-B-16-quickgelu");
   assertThrows(() => openClipPreset("ViT-X-99"), Error, ["unknown OpenAI/OpenCLIP model 'ViT-X-99'", "ViT-B-16"]);
   assertThrows(
     () => inferOpenClipConfig(new Map([["visual.conv1.weight", [768, 3, 32, 32]]]), { quickGelu: false }),

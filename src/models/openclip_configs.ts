@@ -180,7 +180,8 @@ export function inferOpenClipConfig(
   const [textMlp] = shape("transformer.resblocks.0.mlp.c_fc.weight", 2);
   const same = [...presets.values()].find((p) =>
     p.vision.width === visionWidth && p.vision.layers === visionLayers && p.text.width === textWidth &&
-    p.text.layers === textLayers && p.embedDim === embedDim
+    p.text.layers === textLayers && p.embedDim === embedDim && p.vision.patchSize === patchSize &&
+    p.vision.imageSize === grid * patchSize
   );
   const name = options.name ??
     (same ? `${same.name.replace(/-quickgelu$/, "")}${options.quickGelu ? "-quickgelu" : ""}` : "openclip");
