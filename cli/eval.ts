@@ -465,7 +465,10 @@ function fileProbe(args: EvalArgs, model: LoadedModel): { table: string; results
   const run = { batchSize: args.batchSize, device: args.device };
   // Class names (--labels/--key) let label columns hold names; the probe itself needs only indices.
   const prompts = zeroShotPrompts(args, parseDatasetSpec(args.dataset)?.kind);
-  const options = fileDatasetOptions(args, "classification", model.imageSize, prompts);
+  const options = {
+    ...fileDatasetOptions(args, "classification", model.imageSize, prompts),
+    normalize: model.normalize,
+  };
   const trainSet = openFileDataset(args.values.get("--train-dataset")!, options);
   let train, test;
   try {

@@ -203,15 +203,20 @@ Deno.test({
       } finally {
         for (const t of [...out.values(), ...reference.values()]) t.dispose();
       }
-      // `deno task eval` takes the same file: zero-shot and retrieval run (random weights: the numbers are only
-      // checked for shape), probes are refused with the reason.
+      // `deno task eval` takes the same file: zero-shot, retrieval and the probes run (random weights: only the counts
+      // are checked).
       const common = ["--checkpoint", `${dir}/small_jit.pt`, "--bpe", OPENAI_BPE, "--size", "12"];
       for (const task of ["zeroshot", "retrieval"]) {
         assertEquals(await embed([task, ...common, "--out", `${dir}/${task}.json`], evalMain), 0, `eval ${task}`);
         const results = JSON.parse(Deno.readTextFileSync(`${dir}/${task}.json`)).results;
         assertEquals(results.count ?? results.images, 12, `eval ${task} images: ${JSON.stringify(results)}`);
       }
-      assertEquals(await embed(["probe", ...common], evalMain), 1, "eval probe on OpenCLIP weights");
+      for (const task of ["probe", "segprobe"]) {
+        const code = await embed([task, ...common, "--train-size", "24", "--out", `${dir}/${task}.json`], evalMain);
+        assertEquals(code, 0, `eval ${task}`);
+        const results = JSON.parse(Deno.readTextFileSync(`${dir}/${task}.json`)).results;
+        assertEquals([results.trainSize, results.testSize], [24, 12], `eval ${task}: ${JSON.stringify(results)}`);
+      }
     } finally {
       Deno.removeSync(dir, { recursive: true });
     }

@@ -9,7 +9,7 @@ import { type AnyModel, buildModel } from "../models/build.ts";
 import { type ModelConfig, parseModelConfig } from "../models/configs.ts";
 import { DetailCLIP } from "../models/detailclip.ts";
 import type { MaskVisionTransformer } from "../models/vit.ts";
-import type { OpenClip } from "../models/openclip.ts";
+import type { OpenClip, OpenClipVisionTransformer } from "../models/openclip.ts";
 import { OPENAI_MEAN, OPENAI_STD } from "../models/openclip_configs.ts";
 import { ClipWeightsError, isOpenClipWeights, loadOpenClip } from "./clip_weights.ts";
 import type { Device, Tensor } from "../torch/mod.ts";
@@ -47,8 +47,8 @@ export interface EvalModel {
   encodeImage(images: Tensor): Tensor;
   /** (N, context) -> (N, E). */
   encodeText(tokens: Tensor): Tensor;
-  /** The vision tower itself (student or EMA), for probes on its features (not for OpenAI/OpenCLIP weights). */
-  tower: MaskVisionTransformer;
+  /** The vision tower itself (student or EMA), for probes on its features. */
+  tower: MaskVisionTransformer | OpenClipVisionTransformer;
   dispose(): void;
 }
 
@@ -132,7 +132,7 @@ function loadOfficialEvalModel(
   return evalModel(model, tokenizer, options, 0, path);
 }
 
-/** OpenAI/OpenCLIP weights (src/eval/clip_weights.ts): zero-shot and retrieval; their towers have no probe features. */
+/** OpenAI/OpenCLIP weights (src/eval/clip_weights.ts), with OpenAI's image normalisation and no tokenizer of their own. */
 function loadOpenClipEvalModel(
   path: string,
   options: LoadEvalModelOptions,
@@ -183,11 +183,7 @@ function loadOpenClipEvalModel(
     },
     encodeImage: (images: Tensor): Tensor => model.encodeImage(images),
     encodeText: (tokens: Tensor): Tensor => model.encodeText(tokens),
-    get tower(): MaskVisionTransformer {
-      throw new EvalModelError(
-        `${path}: probe and segprobe run on our ViT's features; OpenAI/OpenCLIP weights support zeroshot and retrieval`,
-      );
-    },
+    tower: model.visual,
     dispose: (): void => model.dispose(),
   };
 }

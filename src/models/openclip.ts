@@ -57,6 +57,11 @@ export class OpenClipVisionTransformer extends Module {
     });
   }
 
+  /** x: (B, 3, H, W) -> tokens (B, 1 + L, D) after ln_post (open_clip normalises every token before pooling). */
+  forwardFeatures(x: Tensor): { tokens: Tensor } {
+    return { tokens: tidy(() => this.ln_post.forward(this.forwardTokens(x))) };
+  }
+
   /** x: (B, 3, H, W) -> (B, E): ln_post on the class token, then proj. */
   forward(x: Tensor): Tensor {
     return tidy(() => {
