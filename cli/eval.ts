@@ -285,7 +285,11 @@ function evaluateCatalog(args: EvalArgs, model: LoadedModel): Outcome {
       prompts = readZeroShotPrompts(v.get("--labels")!, v.get("--templates")!, key);
       const table = catalogTable(key, entry, { root: v.get("--root"), classNames: prompts.classNames });
       try {
-        dataset = fileEvalDataset(table, { imageSize: model.imageSize, threads: args.threads });
+        dataset = fileEvalDataset(table, {
+          imageSize: model.imageSize,
+          threads: args.threads,
+          normalize: model.normalize,
+        });
       } catch (error) {
         table.close?.();
         throw error;
@@ -373,9 +377,10 @@ function evaluate(args: EvalArgs): Outcome {
     const prompts = args.subcommand === "zeroshot" ? zeroShotPrompts(args, spec?.kind) : undefined;
     // Single-object synthetic images for classification: the main shape is then the whole picture.
     const testSet = (objects?: number): EvalDataset =>
-      spec === null
-        ? synthetic(testSplit, args.size, objects)
-        : openFileDataset(args.dataset, fileDatasetOptions(args, task, model.imageSize, prompts));
+      spec === null ? synthetic(testSplit, args.size, objects) : openFileDataset(args.dataset, {
+        ...fileDatasetOptions(args, task, model.imageSize, prompts),
+        normalize: model.normalize,
+      });
     const name = plotName(args.dataset);
     switch (args.subcommand) {
       case "zeroshot": {
@@ -460,7 +465,10 @@ function fileProbe(args: EvalArgs, model: LoadedModel): { table: string; results
   const run = { batchSize: args.batchSize, device: args.device };
   // Class names (--labels/--key) let label columns hold names; the probe itself needs only indices.
   const prompts = zeroShotPrompts(args, parseDatasetSpec(args.dataset)?.kind);
-  const options = fileDatasetOptions(args, "classification", model.imageSize, prompts);
+  const options = {
+    ...fileDatasetOptions(args, "classification", model.imageSize, prompts),
+    normalize: model.normalize,
+  };
   const trainSet = openFileDataset(args.values.get("--train-dataset")!, options);
   let train, test;
   try {

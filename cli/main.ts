@@ -14,6 +14,10 @@ const commands: Record<string, { summary: string; load: () => Promise<Command> }
     summary: "evaluate a checkpoint: zeroshot, retrieval, probe, segprobe",
     load: async () => (await import("./eval.ts")).main,
   },
+  embed: {
+    summary: "L2-normalised CLIP image/text embeddings of any checkpoint",
+    load: async () => (await import("./embed.ts")).main,
+  },
   export: {
     summary: "export weights: backbone (timm ViT keys, safetensors or .pt)",
     load: async () => (await import("./export.ts")).main,

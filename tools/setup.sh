@@ -65,3 +65,20 @@ if [[ ! -d $pylib/timm ]]; then
     echo "detailclip: skipped timm (.tools/pylib): $(grep -v '^WARNING' "$root/.tools/timm.log" | tail -1 | cut -c1-160)" >&2
   fi
 fi
+
+# open_clip 3.3.0 (with ftfy, wcwidth, safetensors and tqdm, which it imports), for tests/openclip_test.ts: OpenAI/
+# OpenCLIP weights made by open_clip itself, loaded here and compared embedding for embedding. Installed once into
+# .tools/openclip-pylib, without dependencies (Debian's python3-torch 1.13 and torchvision serve); without it in the
+# configured package index the test is ignored with the reason (a failure under DETAILCLIP_REQUIRE_TOOLS=1), and the
+# next run tries again.
+openclip_pylib=$root/.tools/openclip-pylib
+if [[ ! -d $openclip_pylib/open_clip ]]; then
+  if PIP_RETRIES=0 timeout 180 pip install -q --no-deps --target "$openclip_pylib" open_clip_torch==3.3.0 ftfy==6.3.1 \
+    wcwidth==0.9.1 safetensors==0.8.0 tqdm==4.70.1 >/dev/null 2>"$root/.tools/openclip.log"; then
+    rm -f "$root/.tools/openclip.log"
+    echo "detailclip: installed open_clip 3.3.0 into .tools/openclip-pylib (for tests/openclip_test.ts)" >&2
+  else
+    rm -rf "$openclip_pylib/open_clip"
+    echo "detailclip: skipped open_clip (.tools/openclip-pylib): $(grep -v '^WARNING' "$root/.tools/openclip.log" | tail -1 | cut -c1-160)" >&2
+  fi
+fi

@@ -4,7 +4,7 @@
 // are not here: they are built by the command with its own size options.
 import { dirname } from "node:path";
 import { DatasetError, type EvalDataset } from "./datasets.ts";
-import { type EvalTable, fileEvalDataset } from "./file_datasets.ts";
+import { type EvalTable, fileEvalDataset, type FileEvalOptions } from "./file_datasets.ts";
 import { CLEVR_COUNTS_LABELS, fileListTable, imageFolderTable } from "./image_folder.ts";
 import { karpathyTable } from "./karpathy.ts";
 import { csvEvalTable, type EvalTask, webDatasetEvalTable } from "./manifests.ts";
@@ -26,6 +26,8 @@ export const FILE_DATASET_KINDS: Readonly<Record<string, readonly [string, strin
 export interface DatasetSpecOptions {
   task: EvalTask;
   imageSize: number;
+  /** Image normalisation (default ImageNet's; OpenAI/OpenCLIP weights need OpenAI's). */
+  normalize?: FileEvalOptions["normalize"];
   /** Where relative image paths start (csv: default the manifest's folder; karpathy: default the JSON's folder). */
   root?: string;
   /** filelist / karpathy / special sets (default "test"). */
@@ -120,7 +122,11 @@ export function openFileDataset(spec: string, options: DatasetSpecOptions): Eval
     }
   }
   try {
-    return fileEvalDataset(table, { imageSize: options.imageSize, threads: options.threads });
+    return fileEvalDataset(table, {
+      imageSize: options.imageSize,
+      threads: options.threads,
+      normalize: options.normalize,
+    });
   } catch (error) {
     table.close?.();
     throw error;

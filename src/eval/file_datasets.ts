@@ -40,6 +40,8 @@ export interface FileEvalOptions {
   threads?: number;
   maxPixels?: number;
   maxBytes?: number;
+  /** Per-channel normalisation (default ImageNet's; OpenAI/OpenCLIP models need OpenAI's, src/models/openclip_configs.ts). */
+  normalize?: { mean: readonly [number, number, number]; std: readonly [number, number, number] };
 }
 
 /** Checks labels against the class count (when one is known) and wraps the table as an EvalDataset. */
@@ -78,6 +80,7 @@ export function fileEvalDataset(table: EvalTable, options: FileEvalOptions): Eva
         maxPixels: options.maxPixels,
         maxBytes: options.maxBytes,
         pin: false,
+        augment: options.normalize,
       });
       const submit = (start: number): { job: LoaderJob; start: number } => {
         const count = Math.min(batchSize, items.length - start);

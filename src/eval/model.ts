@@ -9,6 +9,9 @@ import { type AnyModel, buildModel } from "../models/build.ts";
 import { type ModelConfig, parseModelConfig } from "../models/configs.ts";
 import { DetailCLIP } from "../models/detailclip.ts";
 import type { MaskVisionTransformer } from "../models/vit.ts";
+import type { OpenClip, OpenClipVisionTransformer } from "../models/openclip.ts";
+import { OPENAI_MEAN, OPENAI_STD } from "../models/openclip_configs.ts";
+import { ClipWeightsError, isOpenClipWeights, loadOpenClip } from "./clip_weights.ts";
 import type { Device, Tensor } from "../torch/mod.ts";
 import { loadCheckpoint } from "../train/checkpoint.ts";
 import { describeNonFinite, nonFiniteTensors } from "../train/finite.ts";
@@ -30,7 +33,9 @@ export class EvalModelError extends Error {
 }
 
 export interface EvalModel {
-  model: AnyModel;
+  model: AnyModel | OpenClip;
+  /** The image normalisation the weights were trained with; absent: ImageNet's (the loader's default). */
+  normalize?: { mean: readonly [number, number, number]; std: readonly [number, number, number] };
   tokenizer: ClipTokenizer;
   contextLength: number;
   imageSize: number;
@@ -43,7 +48,7 @@ export interface EvalModel {
   /** (N, context) -> (N, E). */
   encodeText(tokens: Tensor): Tensor;
   /** The vision tower itself (student or EMA), for probes on its features. */
-  tower: MaskVisionTransformer;
+  tower: MaskVisionTransformer | OpenClipVisionTransformer;
   dispose(): void;
 }
 
@@ -63,6 +68,7 @@ export interface LoadEvalModelOptions {
 export function loadEvalModel(path: string, options: LoadEvalModelOptions = {}): EvalModel {
   const device = options.device ?? "cpu";
   const tokenizer = options.bpe === undefined ? null : readTokenizer(options.bpe);
+  if (isOpenClipWeights(path)) return loadOpenClipEvalModel(path, options, tokenizer);
   if (isTorchCheckpoint(path)) {
     try {
       return loadOfficialEvalModel(path, options, tokenizer);
@@ -124,6 +130,62 @@ function loadOfficialEvalModel(
     throw error;
   }
   return evalModel(model, tokenizer, options, 0, path);
+}
+
+/** OpenAI/OpenCLIP weights (src/eval/clip_weights.ts), with OpenAI's image normalisation and no tokenizer of their own. */
+function loadOpenClipEvalModel(
+  path: string,
+  options: LoadEvalModelOptions,
+  tokenizer: ClipTokenizer | null,
+): EvalModel {
+  if (options.ema) {
+    throw new EvalModelError(`${path}: --ema needs a DetailCLIP checkpoint, this one is OpenAI/OpenCLIP`);
+  }
+  const device = options.device ?? "cpu";
+  let model: OpenClip;
+  try {
+    model = loadOpenClip(path, { model: options.model, device }).model;
+  } catch (error) {
+    if (error instanceof ClipWeightsError) throw new EvalModelError(error.message, { cause: error });
+    throw error;
+  }
+  const { config } = model;
+  if (tokenizer !== null && tokenizer.vocabSize > config.text.vocab) {
+    model.dispose();
+    throw new EvalModelError(
+      `--bpe ${options.bpe}: its vocabulary has ${tokenizer.vocabSize} tokens, more than the model's ${config.text.vocab}`,
+    );
+  }
+  const needTokenizer = (): ClipTokenizer => {
+    if (tokenizer === null) {
+      throw new EvalModelError(
+        `${path} holds OpenAI/OpenCLIP weights, which carry no tokenizer: pass --bpe with OpenAI's ` +
+          "bpe_simple_vocab_16e6.txt.gz (`deno task data openai-bpe --out bpe_simple_vocab_16e6.txt.gz` writes it)",
+      );
+    }
+    return tokenizer;
+  };
+  return {
+    model,
+    normalize: { mean: OPENAI_MEAN, std: OPENAI_STD },
+    get tokenizer(): ClipTokenizer {
+      return needTokenizer();
+    },
+    contextLength: config.text.context,
+    imageSize: config.vision.imageSize,
+    ema: false,
+    step: 0,
+    tokenize: (texts: string[]): Tensor => {
+      const ids = needTokenizer().tokenize(texts, config.text.context);
+      if (device === "cpu") return ids;
+      using _host = ids;
+      return ids.to({ device });
+    },
+    encodeImage: (images: Tensor): Tensor => model.encodeImage(images),
+    encodeText: (tokens: Tensor): Tensor => model.encodeText(tokens),
+    tower: model.visual,
+    dispose: (): void => model.dispose(),
+  };
 }
 
 function readTokenizer(bpe: string): ClipTokenizer {

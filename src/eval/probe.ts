@@ -7,10 +7,15 @@
 //   upsampled bilinearly to the image size, pixel cross-entropy with an ignore index, scored by mIoU over classes.
 // Both are deterministic given the features (zero-initialised weights, full-batch or fixed-order mini-batches), so a
 // comparison of two models is not a comparison of two random seeds of the probe.
-import type { MaskVisionTransformer } from "../models/vit.ts";
 import { adamwStep_, cat, type Device, F, noGrad, Tensor, tidy } from "../torch/mod.ts";
 import type { EvalDataset } from "./datasets.ts";
 import { topKCorrect } from "./zeroshot.ts";
+
+/** A vision tower probes can read: every token after the final norm (our ViT; OpenAI/OpenCLIP's with ln_post). */
+export interface FeatureTower {
+  /** (B, 3, S, S) -> tokens (B, 1 + L, D), class token first. */
+  forwardFeatures(images: Tensor): { tokens: Tensor };
+}
 
 /** Frozen features of a dataset: CLS (N, D), optionally patch tokens (N, L, D), and labels / masks in order. */
 export interface Features {
@@ -24,7 +29,7 @@ export interface Features {
 
 /** Runs the tower in eval mode over `dataset` under no-grad; patch tokens and masks only when asked. */
 export function extractFeatures(
-  tower: MaskVisionTransformer,
+  tower: FeatureTower,
   dataset: EvalDataset,
   options: { batchSize: number; device: Device; patches?: boolean },
 ): Features {
@@ -36,7 +41,7 @@ export function extractFeatures(
     for (const batch of dataset.batches(options.batchSize, options.device)) {
       noGrad(() =>
         tidy(() => {
-          const { tokens } = tower.forwardFeatures(batch.images, {}); // (B, 1+L, D)
+          const { tokens } = tower.forwardFeatures(batch.images); // (B, 1+L, D)
           cls.push(tokens.select(1, 0).contiguous().keep()); // (B, D)
           if (options.patches) patches.push(tokens.slice(1, 1).contiguous().keep()); // (B, L, D)
         })

@@ -2,6 +2,7 @@
 // embeddings, the final LayerNorm, pooling at the EOT token (argmax of the ids) and a bias-free projection. The
 // embedding tables, ln_final and the projection belong to the assembling model (the EMA teacher shares the first three
 // with the student), so encodeText takes them as parts rather than owning them.
+import type { Activation } from "../nn/activation.ts";
 import type { Embedding } from "../nn/embedding.ts";
 import type { LayerNorm } from "../nn/layer_norm.ts";
 import { Module } from "../nn/module.ts";
@@ -13,6 +14,10 @@ export interface TextTransformerConfig {
   width: number;
   layers: number;
   heads: number;
+  /** QuickGELU (OpenAI's, the default) or GELU (OpenCLIP's own models; src/models/openclip.ts). */
+  activation?: Activation;
+  /** The MLP's hidden width (default 4 · width). */
+  mlpWidth?: number;
 }
 
 export class TextTransformer extends Module {
@@ -23,11 +28,14 @@ export class TextTransformer extends Module {
 
   constructor(config: TextTransformerConfig) {
     super();
-    const { width, layers, heads } = config;
+    const { width, layers, heads, activation, mlpWidth } = config;
     this.width = width;
     this.layers = layers;
     this.heads = heads;
-    const blocks = Array.from({ length: layers }, () => new ResidualAttentionBlock(width, heads));
+    const blocks = Array.from(
+      { length: layers },
+      () => new ResidualAttentionBlock(width, heads, { activation, mlpWidth }),
+    );
     this.resblocks = this.module("resblocks", new ModuleList(blocks));
   }
 

@@ -1,7 +1,9 @@
 // residual_attention_block.ts: OpenAI CLIP's text-transformer block: x += attn(ln_1(x), mask); x += mlp(ln_2(x)),
 // with fp32-casting LayerNorms (eps 1e-5) and a QuickGELU MLP named c_fc/c_proj. Members are registered in CLIP's
-// order (attn, ln_1, mlp, ln_2), which is also the order of its state dict and of its generator draws.
+// order (attn, ln_1, mlp, ln_2), which is also the order of its state dict and of its generator draws. OpenCLIP's
+// block is the same with GELU for its non-OpenAI models (and other MLP widths for e.g. ViT-H), hence the options.
 import { type Tensor, tidy } from "../torch/mod.ts";
+import type { Activation } from "./activation.ts";
 import { LayerNorm } from "./layer_norm.ts";
 import { Mlp } from "./mlp.ts";
 import { Module } from "./module.ts";
@@ -13,11 +15,12 @@ export class ResidualAttentionBlock extends Module {
   readonly mlp: Mlp;
   readonly ln_2: LayerNorm;
 
-  constructor(dim: number, numHeads: number) {
+  constructor(dim: number, numHeads: number, options: { activation?: Activation; mlpWidth?: number } = {}) {
     super();
+    const { activation = "quick_gelu", mlpWidth = 4 * dim } = options;
     this.attn = this.module("attn", new MultiheadAttention(dim, numHeads));
     this.ln_1 = this.module("ln_1", new LayerNorm(dim, { eps: 1e-5, castToFloat32: true }));
-    this.mlp = this.module("mlp", new Mlp(dim, 4 * dim, { activation: "quick_gelu", names: ["c_fc", "c_proj"] }));
+    this.mlp = this.module("mlp", new Mlp(dim, mlpWidth, { activation, names: ["c_fc", "c_proj"] }));
     this.ln_2 = this.module("ln_2", new LayerNorm(dim, { eps: 1e-5, castToFloat32: true }));
   }
 

@@ -108,7 +108,53 @@ export class PickledNamespace extends PickleObject {
   }
 }
 
+/**
+ * A TorchScript module object of a `torch.jit.save` archive's data.pkl (e.g. `__torch__.model.CLIP`): its class name
+ * and attributes (parameters, buffers, submodules, plain values). Only the attribute dict the pickler writes is kept;
+ * the archive's code/ is never read, so nothing of the module runs.
+ */
+export class TorchScriptObject extends PickleObject {
+  readonly attributes = new Map<string, PickleValue>();
+
+  constructor(readonly className: string) {
+    super();
+  }
+
+  override setState(state: PickleValue): boolean {
+    if (!(state instanceof Map)) return false;
+    for (const [key, value] of state) {
+      if (typeof key !== "string") return false;
+      this.attributes.set(key, value);
+    }
+    return true;
+  }
+}
+
 const ACCEPTS = "tensors, state dicts and plain data (the globals torch.save writes for them)";
+const ACCEPTS_TORCHSCRIPT = "tensors, state dicts, TorchScript module attributes and plain data";
+
+/** What torch.jit.save's pickler adds to torch.save's globals: module objects (as attribute bags) and typed lists. */
+function torchScriptGlobal(module: string, name: string): PickleValue | PickleCallable | undefined {
+  const full = `${module}.${name}`;
+  if (module === "__torch__" || module.startsWith("__torch__.")) {
+    // NEWOBJ with an empty tuple, then BUILD with the attribute dict (torch/csrc/jit/serialization/pickler.cpp).
+    return new PickleCallable(full, (args) => {
+      if (args.length !== 0) throw new Error(`TorchScript object ${full} built with arguments`);
+      return new TorchScriptObject(full);
+    });
+  }
+  switch (full) {
+    case "torch.jit._pickle.build_intlist":
+    case "torch.jit._pickle.build_doublelist":
+    case "torch.jit._pickle.build_boollist":
+    case "torch.jit._pickle.build_tensorlist":
+      return new PickleCallable(full, (args) => {
+        if (args.length !== 1 || !Array.isArray(args[0])) throw new Error("arguments are not (list,)");
+        return args[0];
+      });
+  }
+  return torchGlobal(module, name);
+}
 
 function isCount(value: PickleValue): value is number {
   return typeof value === "number" && Number.isSafeInteger(value) && value >= 0;
@@ -203,8 +249,11 @@ export class PtFile {
     this.root = root;
   }
 
-  /** Opens and unpickles `path`; tensors are read later, one at a time. */
-  static open(path: string): PtFile {
+  /**
+   * Opens and unpickles `path`; tensors are read later, one at a time. `torchScript` also accepts the module objects
+   * of a `torch.jit.save` archive (as TorchScriptObject attribute bags; the archive's code is never looked at).
+   */
+  static open(path: string, options: { torchScript?: boolean } = {}): PtFile {
     let archive: ZipArchive;
     try {
       archive = new ZipArchive(path);
@@ -226,8 +275,8 @@ export class PtFile {
       if (byteorder !== "little") throw new PtFileError(path, `storages are ${byteorder}-endian; only little is read`);
       const storages = new Map<string, PtStorage>();
       const root = readPickle(archive.read(pickles[0]), {
-        accepts: ACCEPTS,
-        globals: torchGlobal,
+        accepts: options.torchScript ? ACCEPTS_TORCHSCRIPT : ACCEPTS,
+        globals: options.torchScript ? torchScriptGlobal : torchGlobal,
         // A state dict is an OrderedDict with a `_metadata` attribute (module versions), set by BUILD; not needed.
         build: (target, state) => target instanceof Map && (state instanceof Map || state instanceof PickleTuple),
         persistentLoad: (pid) => {

@@ -50,6 +50,7 @@ import { JsonlWriter, ProgressBar } from "./logging.ts";
 import { MetricMeter } from "./metrics.ts";
 import { AdamW, officialParamGroups } from "./optimizer.ts";
 import { flagOf, OptionError, type TrainOptions } from "./options.ts";
+import { initFromPretrained } from "./pretrained.ts";
 import { lossCurveSvg } from "./plot.ts";
 import { cosineValue, emaMomentum } from "./schedules.ts";
 import { writeFileAtomic } from "../fs/atomic_write.ts";
@@ -208,6 +209,7 @@ async function trainRank(
   const source = trainSourceFor(options, preset, views);
   const config = modelConfigFor(preset, options, source);
   const model = buildModel(config);
+  if (options.pretrained !== undefined) log(initFromPretrained(model, options.pretrained));
   model.to(device);
   model.train();
   const ibot = config.kind === "detailclip"

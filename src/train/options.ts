@@ -40,6 +40,7 @@ export const TrainOptionsSchema = z.object({
   device: z.string().regex(/^(cpu|cuda|cuda:\d+)$/, "expected cpu, cuda or cuda:N").default("cpu"),
   seed: z.number().int().min(0).default(0),
   resume: z.string().optional(),
+  pretrained: z.string().optional(),
   overwrite: z.boolean().default(false),
   printFreq: z.number().int().positive().default(10),
   evalFreq: z.number().int().positive().default(1),
@@ -114,6 +115,11 @@ const FLAGS: Record<string, FlagSpec> = {
     key: "resume",
     kind: "string",
     help: "auto (latest good checkpoint in --output-dir), a path, or an official DetailCLIP .pt",
+  },
+  "pretrained": {
+    key: "pretrained",
+    kind: "string",
+    help: "initialise the student (and EMA teacher) from OpenAI/OpenCLIP weights: .safetensors, .bin/.pt, OpenAI's .pt",
   },
   "overwrite": {
     key: "overwrite",
