@@ -411,6 +411,13 @@ int64_t dc_dist_init(const char* host, int64_t port, int64_t rank, int64_t world
     store_options.numWorkers = static_cast<size_t>(world);
     store_options.waitWorkers = true;
     store_options.timeout = g->timeout;
+#if DC_TORCH_AT_LEAST(2, 3)
+    // The classic socket server, not the libuv one (the default from 2.4): libtorch_cpu carries its own libuv, but the
+    // Deno executable exports libuv-named functions of its own (uv_close, uv_async_init, ... for N-API), and the
+    // dynamic linker binds libtorch's calls to those, so the libuv server crashed in uv_listen on rank 0 (found
+    // with the CUDA 2.14 wheel; Debian's 1.13 has no libuv server).
+    store_options.useLibUV = false;
+#endif
     try {
       g->store = c10::make_intrusive<c10d::TCPStore>(address, store_options);
     } catch (const c10::Error& e) {

@@ -2,7 +2,7 @@
 // GradScaler, SPEC §11): scale the loss, unscale the gradients before the step, skip the step and halve the scale
 // when any gradient is not finite, double it after `growthInterval` clean steps. The inf check stays on the device;
 // the only host read is the one-element flag, once per optimizer step, and only in fp16 mode.
-import { ampUnscale_, noGrad, Tensor } from "../torch/mod.ts";
+import { ampUnscale_, type Device, noGrad, Tensor } from "../torch/mod.ts";
 
 export type Precision = "fp32" | "bf16" | "fp16";
 
@@ -20,13 +20,22 @@ export class GradScaler {
   readonly #foundInf: Tensor;
 
   constructor(
-    options: { initScale?: number; growthFactor?: number; backoffFactor?: number; growthInterval?: number } = {},
+    options: {
+      initScale?: number;
+      growthFactor?: number;
+      backoffFactor?: number;
+      growthInterval?: number;
+      /** Where the gradients live (cpu). */
+      device?: Device;
+    } = {},
   ) {
     this.scale = options.initScale ?? 2 ** 16;
     this.growthFactor = options.growthFactor ?? 2;
     this.backoffFactor = options.backoffFactor ?? 0.5;
     this.growthInterval = options.growthInterval ?? 2000;
-    this.#foundInf = Tensor.zeros([1]).keep();
+    // Beside the gradients: with every tensor on the GPU the unscale is torch's own fused kernel
+    // (_amp_foreach_non_finite_check_and_unscale_); a CPU flag would send CUDA gradients down the per-tensor fallback.
+    this.#foundInf = Tensor.zeros([1], { device: options.device ?? "cpu" }).keep();
   }
 
   /**
