@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/device.sh: the GPU check, for a lent H100/H200 (device tool: no internet, CUDA PyTorch in python3, nvcc), in
 # one call of at most 9 minutes. In order of priority, each stage skipped (and said so) once the time budget is spent:
-# 1. unpacks Deno from .carry/deno.xz (tools/pack_deno.sh makes it; a Deno on PATH also works) and, when pkg-config
-#    cannot find them, the image libraries from .carry/debs;
+# 1. unpacks Deno from .carry/deno.xz (tools/pack_deno.sh makes it; a Deno on PATH also works), the npm packages from
+#    .carry/node_modules.tar.xz and, when pkg-config cannot find them, the image libraries from .carry/debs;
 # 2. builds libdetailclip against python3's CUDA PyTorch (kernels for sm_80/sm_90, NCCL) in /tmp/dc_build_device
 #    (tools/build_native.sh names the toolkit; tools/check_cuda_build.sh has compiled the same build without a GPU);
 # 3. CUDA tests: tests/kernels_test.ts (kernels vs the CPU reference), tests/token_selection_test.ts, and the golden
@@ -63,6 +63,13 @@ if [[ -f .carry/deno.xz ]]; then
   export PATH=/tmp/dc_deno:$PATH
 fi
 command -v deno >/dev/null || { say "no Deno: run tools/pack_deno.sh here and carry .carry"; exit 1; }
+# The npm packages deno.lock names (zod, esbuild): nothing can be fetched on the device machine.
+if [[ ! -d node_modules/zod && -f .carry/node_modules.tar.xz ]]; then
+  tar -xJf .carry/node_modules.tar.xz
+  say "node_modules from .carry/node_modules.tar.xz"
+fi
+[[ -d node_modules/zod ]] || { say "no node_modules (zod): run tools/pack_deno.sh here and carry .carry"; exit 1; }
+export DENO_NO_UPDATE_CHECK=1
 if ! pkg-config --exists libturbojpeg libpng libwebp zlib 2>/dev/null && compgen -G ".carry/debs/*.deb" >/dev/null; then
   sysroot=/tmp/dc_sysroot
   mkdir -p $sysroot && for deb in .carry/debs/*.deb; do dpkg -x "$deb" $sysroot; done
@@ -95,9 +102,9 @@ deno run --allow-all --unstable-ffi tools/cuda_build_report.ts | tee "$OUT/build
 gpus=$(nvidia-smi -L | grep -c '^GPU')
 
 # ---- 3. CUDA tests ----------------------------------------------------------------------------------------------------
-say "tests: kernels vs CPU reference, token selection"
+say "tests: kernels vs CPU reference, token selection, CUDA generator state"
 timeout 180 deno test --allow-all --unstable-ffi tests/kernels_test.ts tests/token_selection_test.ts tests/rng_state_test.ts ||
-  failures+=("kernel/token-selection tests")
+  failures+=("CUDA tests (kernels, token selection, RNG state)")
 ref=tests/fixtures/golden/tiny
 say "golden step on CUDA (fp32, TF32 off) against $ref"
 timeout 120 deno task golden --ref "$ref" --device cuda || failures+=("golden on cuda")
