@@ -3,8 +3,8 @@
 # libdetailclip.so against the CUDA build of PyTorch (a pip wheel, with the NVIDIA wheels it needs: tools/
 # cuda_wheels.sh unpacks them once into .tools/cuda-wheels/), with the kernels for sm_80 and sm_90 and the NCCL
 # backend, into native/build-cuda/; then loads that library through Deno FFI and runs the golden step and the op-level
-# tests on the CPU (a CUDA libtorch must work without a GPU), and checks that asking for a GPU here fails with one line
-# and exit status 2. So the code a lent GPU runs has compiled and loaded before any device time is spent; it has not
+# tests on the CPU (a CUDA libtorch must work without a GPU), trains 10 fp16 steps (autocast, grad scaler) and resumes
+# them bit for bit, and checks that asking for a GPU here fails with one line and exit status 2. So the code a lent GPU runs has compiled and loaded before any device time is spent; it has not
 # run there (docs/gpu.md says what has).
 # Without nvcc or the wheels it says so and exits 0; with them, any failure (NCCL or the kernels not built included)
 # exits 1. The last line on success: `cuda build: ok (libtorch X, nccl Y, kernels sm_80 sm_90)`.
@@ -88,6 +88,24 @@ fi
 deno test --allow-all --unstable-ffi "${tests[@]}" ||
   { echo "check_cuda_build: FAILED: op-level tests with the CUDA build (on the CPU)"; exit 1; }
 say "op-level tests passed"
+
+# ---- the training loop: fp16 autocast and the grad scaler, checkpoint and resume --------------------------------------
+# 10 steps of the demo model on the CPU, then the same run resumed from its step-5 checkpoint (generator states, scaler
+# state, optimizer moments): the final weights must be equal bit for bit.
+runs=$(mktemp -d)
+train_args=(--device cpu --precision fp16 --max-steps 10 --save-freq 5 --eval-size 0 --print-freq 5
+  --synthetic-size 512 --batch-size 16 --threads 1)
+deno run --quiet --allow-all --unstable-ffi cli/main.ts train "${train_args[@]}" --output-dir "$runs/full" >/dev/null &&
+  mkdir -p "$runs/resumed" && cp "$runs/full/checkpoint-00000005.safetensors" "$runs/resumed/" &&
+  deno run --quiet --allow-all --unstable-ffi cli/main.ts train "${train_args[@]}" --output-dir "$runs/resumed" \
+    --resume auto >/dev/null ||
+  { echo "check_cuda_build: FAILED: fp16 training with the CUDA build (on the CPU)"; exit 1; }
+comparison=$(python3 bench/compare_checkpoints.py "$runs/full/checkpoint-00000010.safetensors" \
+  "$runs/resumed/checkpoint-00000010.safetensors")
+rm -rf "$runs"
+grep -q '"bitwise": true' <<<"$comparison" ||
+  { echo "check_cuda_build: FAILED: the resumed fp16 run differs from the uninterrupted one: $comparison"; exit 1; }
+say "fp16 training with the grad scaler: 10 steps, resumed from step 5 bit for bit"
 
 # ---- no GPU: one clear line, exit status 2 ----------------------------------------------------------------------------
 set +e
