@@ -34,10 +34,10 @@ fetch() {
   if [[ -n ${DC_CUDA_WHEELS:-} ]]; then
     local requirement name version found
     for requirement in "$@"; do
-      name=${requirement%%==*}
-      version=${requirement#*==}
-      [[ $version == "$requirement" ]] && version=""
-      found=$(ls "$DC_CUDA_WHEELS/${name//-/_}-${version%.\*}"*.whl 2>/dev/null | sort -V | tail -1 || true)
+      name=$(sed -E 's/^([A-Za-z0-9_.-]+).*/\1/' <<<"$requirement")
+      version="" # an exact pin narrows the choice; a range (nvjitlink's) takes the newest wheel of the name
+      [[ $requirement == *==* ]] && version=${requirement#*==}
+      found=$(ls "$DC_CUDA_WHEELS/${name//-/_}-$version"*.whl 2>/dev/null | sort -V | tail -1 || true)
       [[ -n $found ]] || { say "no wheel for $requirement in DC_CUDA_WHEELS=$DC_CUDA_WHEELS"; return 1; }
       ln -sf "$found" "$download/"
     done
