@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # pack_deno.sh: fills the git-ignored .carry/ folder that bench/device.sh needs on a lent GPU machine, which has no
-# internet and no Deno: .carry/deno.xz (xz -9 of this Deno binary), and .carry/debs (Debian bookworm packages of the
+# internet and no Deno: .carry/deno.xz (xz -9 of this Deno binary), .carry/node_modules.tar.xz (the npm packages
+# deno.lock names, zod and esbuild: Deno installs every one of them before running anything, and cannot fetch them
+# there), and .carry/debs (Debian bookworm packages of the
 # image libraries and pkg-config that the native build needs: the GPU image lacks them; bookworm's glibc 2.36 is older
 # than the image's). Then checks that the tree that travels (tracked + untracked-not-ignored files + .carry) fits the
 # device tool's 64 MiB. Usage: bash tools/pack_deno.sh [--no-debs]
@@ -15,6 +17,9 @@ if [[ ! -f .carry/deno.xz || $deno_bin -nt .carry/deno.xz ]]; then
   xz -9 -T0 -c "$deno_bin" >.carry/deno.xz.tmp && mv .carry/deno.xz.tmp .carry/deno.xz
 fi
 rm -rf .carry/golden_tiny # the golden files travel with the checkout now (tests/fixtures/golden/tiny)
+# node_modules as Deno lays it out here (nodeModulesDir "auto"); `deno install` fills it from deno.lock when absent.
+[[ -d node_modules/zod ]] || "$deno_bin" install >&2
+tar -cJf .carry/node_modules.tar.xz.tmp node_modules && mv .carry/node_modules.tar.xz.tmp .carry/node_modules.tar.xz
 if [[ ${1:-} != --no-debs ]]; then
   mkdir -p .carry/debs
   (cd .carry/debs && apt-get download -q libturbojpeg0 libturbojpeg0-dev libjpeg62-turbo libpng16-16 libpng-dev \

@@ -431,13 +431,16 @@ int64_t dc_dist_init(const char* host, int64_t port, int64_t rank, int64_t world
     store_options.numWorkers = static_cast<size_t>(world);
     store_options.waitWorkers = true;
     store_options.timeout = g->timeout;
+#if DC_TORCH_AT_LEAST(2, 3)
+    // The classic socket server, not the libuv one (the default from 2.4): libtorch_cpu carries its own libuv, but the
+    // Deno executable exports libuv-named functions of its own (uv_close, uv_async_init, ... for N-API), and the
+    // dynamic linker binds libtorch's calls to those, so the libuv server crashed in uv_listen on rank 0 (found
+    // with the CUDA 2.14 wheel; Debian's 1.13 has no libuv server).
+    store_options.useLibUV = false;
+#endif
     try {
       if (rank == 0) {
 #if DC_TORCH_AT_LEAST(2, 4)
-        // c10d's classic store server, never its libuv one (the default from 2.4): the deno executable exports a
-        // libuv shim of its own for Node-API (uv_close, uv_handle_set_data, ... : `nm -D deno`), which interposes on
-        // the copy inside libtorch_cpu, and the libuv server then crashes in uv_listen.
-        store_options.useLibUV = false;
         // The store listens on the master address itself (127.0.0.1 for a local job), not on every interface, when
         // that address is a literal of this machine: a socket bound there is handed to c10d. Anything else keeps
         // c10d's wildcard: another node may resolve a host name to an address this one does not (127.0.1.1 in

@@ -52,8 +52,9 @@ export function keepCellsForRatio(cells: number, ratio: number): number {
  * patches are removed; 0.75 removes only 48 patches. Low-attention regions are the ones removed. A model that wants
  * "no removal" (docs/parity.md#mask-ratio-0, and evaluation) should skip this call: ratio 0 here keeps a single cell.
  *
- * No gradient flows through the selection. On CUDA the current reference computes on the CPU and moves the results
- * back to the scores' device.
+ * No gradient flows through the selection. CUDA scores go to one launch of the token-selection kernel
+ * (kernels/token_select.cu) when the library was built with the kernels; otherwise the CPU reference computes and the
+ * results move back to the scores' device.
  */
 export function selectTokens(scores: Tensor, options: TokenSelectionOptions): TokenSelection {
   const { gridH, gridW, cell = 2, ratio } = options;

@@ -18,13 +18,12 @@ import { redcapsTrainSource } from "../data/redcaps.ts";
 import { ClipTokenizer } from "../data/tokenizer.ts";
 import {
   autocast,
+  cudaDeviceCount,
   cudaIsAvailable,
   type Device,
   manualSeed,
   noGrad,
-  rngState,
   setNumThreads,
-  setRngState,
   stack,
   type Tensor,
   tidy,
@@ -36,6 +35,7 @@ import { describeNonFinite, nonFiniteTensors } from "./finite.ts";
 import { acquireRunLock, type RunLock } from "./run_lock.ts";
 import { claimOutputDir } from "./run_folder.ts";
 import { stopIfLauncherGone } from "./launcher_link.ts";
+import { captureRngStates, restoreRngStates, RNG_CPU_KEY, RNG_CUDA_KEY } from "./rng_state.ts";
 import {
   describeOfficialResume,
   isTorchCheckpoint,
@@ -179,9 +179,7 @@ async function trainRank(
   // ---- set-up ----------------------------------------------------------------------------------------------------
   if (options.threads) setNumThreads(options.threads);
   const device = (world > 1 && options.device === "cuda" ? `cuda:${pg.localRank}` : options.device) as Device;
-  if (device !== "cpu" && !cudaIsAvailable()) {
-    throw new OptionError(`--device ${device}: this libtorch build has no usable CUDA device`);
-  }
+  if (device !== "cpu") checkCudaDevice(device);
   const precision: Precision = options.disableAmp ? "fp32" : options.precision ?? (device === "cpu" ? "fp32" : "bf16");
   const noAutocast = autocastUnsupported(device, precision);
   if (noAutocast !== null) throw new OptionError(`--precision ${precision} on ${device}: ${noAutocast}`);
@@ -294,7 +292,7 @@ async function trainRank(
     for (const [key, value] of model.stateDict()) tensors.set(`model.${key}`, value);
     for (const [key, value] of optimizer.stateTensors()) tensors.set(`optimizer.${key}`, value);
     if (ibot) { for (const [key, value] of ibot.stateDict()) tensors.set(`ibot.${key}`, value); }
-    tensors.set("rng.cpu", rngState("cpu"));
+    for (const [key, value] of captureRngStates(device)) tensors.set(key, value);
     return {
       tensors,
       meta: {
@@ -340,7 +338,8 @@ async function trainRank(
       latest = { path, step, written: true };
       say(`checkpoint: ${path}`);
     } finally {
-      state.tensors.get("rng.cpu")?.dispose();
+      state.tensors.get(RNG_CPU_KEY)?.dispose();
+      state.tensors.get(RNG_CUDA_KEY)?.dispose();
     }
   };
 
@@ -655,8 +654,7 @@ function restore(
     parts.model.loadStateDict(section("model."), { where: path });
     parts.optimizer.loadStateTensors(section("optimizer."), Number(meta.optimizer_steps ?? meta.step));
     if (parts.ibot) parts.ibot.loadStateDict(section("ibot."), { where: path });
-    const rng = tensors.get("rng.cpu");
-    if (rng) setRngState(rng, "cpu");
+    restoreRngStates(tensors, parts.device);
     if (parts.scaler && meta.scaler) parts.scaler.load(meta.scaler as { scale: number; growthTracker: number });
     return {
       step: Number(meta.step),
@@ -665,6 +663,26 @@ function restore(
     };
   } finally {
     for (const t of tensors.values()) t.dispose();
+  }
+}
+
+/**
+ * A CUDA device that cannot be used is an option error (one line, exit status 2), found before any model is built:
+ * a CPU-only libtorch, no GPU or no driver (a CUDA libtorch runs on the CPU without them), or an index past the last.
+ */
+function checkCudaDevice(device: Device): void {
+  if (!cudaIsAvailable()) {
+    throw new OptionError(
+      `--device ${device}: no CUDA device is usable here (a CPU-only libtorch, no GPU, or no NVIDIA driver); ` +
+        "use --device cpu",
+    );
+  }
+  const index = device === "cuda" ? 0 : Number(device.slice("cuda:".length));
+  const count = cudaDeviceCount();
+  if (index >= count) {
+    throw new OptionError(
+      `--device ${device}: there ${count === 1 ? "is 1 CUDA device" : `are ${count} CUDA devices`}`,
+    );
   }
 }
 
