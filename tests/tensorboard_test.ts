@@ -61,13 +61,20 @@ Deno.test({
     assertEquals(before.tags["train/loss"], [[1, 2.5], [2, 2.25], [3, 2]]);
     assertEquals(before.tags["train/lr"].map(([s]) => s), [1, 2, 3]);
     assertEquals(before.tags["train/lr"][0][1], Math.fround(1e-3)); // simple_value is a float32
-    // Resumed from the checkpoint of step 2: the second file's START at step 2 drops steps >= 2 of the first.
+    // Resumed from the checkpoint of step 2: the first file's points after step 2 are dropped.
     const resumed = new TensorBoardWriter(dir, { resumeStep: 2, now: () => 1000 });
     resumed.scalars(3, { "train/loss": 1.5 });
     resumed.close();
     assert(resumed.path !== first.path, "the resumed writer reused the first file");
     const after = readTensorBoard(dir);
-    assertEquals(after.tags["train/loss"], [[1, 2.5], [3, 1.5]]);
-    assertEquals(after.tags["train/lr"].map(([s]) => s), [1]);
+    assertEquals(after.tags["train/loss"], [[1, 2.5], [2, 2.25], [3, 1.5]]);
+    assertEquals(after.tags["train/lr"].map(([s]) => s), [1, 2]);
+    // A fresh run in the same folder (--overwrite) replaces the earlier curves whole.
+    const fresh = new TensorBoardWriter(dir, { now: () => 1001 });
+    fresh.scalars(1, { "train/loss": 9 });
+    fresh.close();
+    const replaced = readTensorBoard(dir);
+    assertEquals(replaced.tags["train/loss"], [[1, 9]]);
+    assertEquals(replaced.tags["train/lr"] ?? [], []);
   },
 });

@@ -32,7 +32,7 @@ Deno.test("clipValidationLoss is OpenCLIP's per-batch symmetric cross-entropy, w
 });
 
 Deno.test("webdataset specs are told from CSV manifests", () => {
-  for (const spec of ["shards/{000..009}.tar", "a.tar", "a.tar::b.tar", "pipe:cat x.tar", "x/val-{0..3}.tar"]) {
+  for (const spec of ["shards/{000..009}.tar", "a.tar", "a.tar::b.tar", "x/val-{0..3}.tar"]) {
     assert(isWebDatasetSpec(spec), spec);
   }
   for (const spec of ["val.csv", "val.tsv", "tarballs/val.csv"]) assert(!isWebDatasetSpec(spec), spec);

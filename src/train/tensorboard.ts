@@ -7,8 +7,9 @@
 // Written by hand rather than through an npm package: the format is four protobuf fields and a CRC, and the only npm
 // writers of Event protos come with TensorFlow's native binaries (tfjs-node); the TFRecord packages write tf.Example
 // only. Trade-offs: scalars only (no images, histograms or hparams), each record appended with one synchronous write
-// (a killed run loses nothing that was logged), and a resumed run writes a new file that starts with a SessionLog
-// START at its step, which makes TensorBoard drop the curves' points after that step from the abandoned timeline.
+// (a killed run loses nothing that was logged), and every run writes a new file that starts with a SessionLog START,
+// which makes TensorBoard drop the older files' points from that step on: a resumed run's abandoned timeline after its
+// checkpoint, or all of an earlier run's curves when a fresh run took the folder over (--overwrite).
 import { hostname } from "node:os";
 import { writeAll } from "../fs/atomic_write.ts";
 
@@ -127,7 +128,10 @@ export class TensorBoardWriter {
   #file: Deno.FsFile | null = null;
   readonly #now: () => number;
 
-  /** `resumeStep` > 0 marks a resumed run: TensorBoard then discards the older timeline's points from that step on. */
+  /**
+   * `resumeStep`: the step of the checkpoint a resumed run starts from (0: a fresh run). TensorBoard then discards the
+   * older files' points after it (a fresh run: all of them), as metrics.jsonl drops its records after it.
+   */
   constructor(dir: string, options: { enabled?: boolean; resumeStep?: number; now?: () => number } = {}) {
     this.#now = options.now ?? (() => Date.now() / 1000);
     if (options.enabled === false) {
@@ -153,14 +157,14 @@ export class TensorBoardWriter {
     this.#append(
       new ProtoWriter().double(EVENT.wallTime, this.#now()).string(EVENT.fileVersion, "brain.Event:2").finish(),
     );
+    // EventAccumulator purges every point at or after a START's step; the points up to a resumed checkpoint are the
+    // same in both timelines (resume is exact), so they stay.
     const resumeStep = options.resumeStep ?? 0;
-    if (resumeStep > 0) {
-      const start = new ProtoWriter().int64(SESSION_LOG_STATUS, SESSION_LOG_START).finish();
-      this.#append(
-        new ProtoWriter().double(EVENT.wallTime, this.#now()).int64(EVENT.step, resumeStep)
-          .bytes(EVENT.sessionLog, start).finish(),
-      );
-    }
+    const start = new ProtoWriter().int64(SESSION_LOG_STATUS, SESSION_LOG_START).finish();
+    this.#append(
+      new ProtoWriter().double(EVENT.wallTime, this.#now()).int64(EVENT.step, resumeStep === 0 ? 0 : resumeStep + 1)
+        .bytes(EVENT.sessionLog, start).finish(),
+    );
   }
 
   /** Writes one event at `step` with every finite entry of `scalars` (tag → value). */

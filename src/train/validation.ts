@@ -44,7 +44,7 @@ export interface BestRecord {
 
 /** Held-out pairs whose path looks like tar shards are webdataset; anything else is a CSV/TSV manifest. */
 export function isWebDatasetSpec(spec: string): boolean {
-  return /\.tar(\}|$|,|::)/.test(spec) || /\.tar\s*$/.test(spec) || spec.startsWith("pipe:");
+  return /\.tar(\}|$|,|::)/.test(spec);
 }
 
 /** Splits inline `--zeroshot-templates` ("a photo of a {}.|a drawing of a {}.") or reads them from templates.json. */
