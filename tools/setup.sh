@@ -82,3 +82,20 @@ if [[ ! -d $openclip_pylib/open_clip ]]; then
     echo "detailclip: skipped open_clip (.tools/openclip-pylib): $(grep -v '^WARNING' "$root/.tools/openclip.log" | tail -1 | cut -c1-160)" >&2
   fi
 fi
+
+# tensorboard 2.21.0 (with protobuf and absl-py, which its event reader imports), for tests/tensorboard_test.ts and
+# tests/validation_test.ts: the event files of `--report-to tensorboard` read back by TensorBoard's own
+# EventAccumulator. Installed once into .tools/tb-pylib, without dependencies (Debian's numpy serves); without it in
+# the configured package index those checks are ignored with the reason (a failure under DETAILCLIP_REQUIRE_TOOLS=1),
+# and the next run tries again.
+tb_pylib=$root/.tools/tb-pylib
+if [[ ! -d $tb_pylib/tensorboard ]]; then
+  if PIP_RETRIES=0 timeout 180 pip install -q --no-deps --target "$tb_pylib" tensorboard==2.21.0 protobuf==6.33.6 \
+    absl-py==2.5.0 >/dev/null 2>"$root/.tools/tensorboard.log"; then
+    rm -f "$root/.tools/tensorboard.log"
+    echo "detailclip: installed tensorboard 2.21.0 into .tools/tb-pylib (for the TensorBoard event-file tests)" >&2
+  else
+    rm -rf "$tb_pylib/tensorboard"
+    echo "detailclip: skipped tensorboard (.tools/tb-pylib): $(grep -v '^WARNING' "$root/.tools/tensorboard.log" | tail -1 | cut -c1-160)" >&2
+  fi
+fi

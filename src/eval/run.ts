@@ -132,7 +132,7 @@ export function runZeroShot(
 }
 
 /** The texts of a retrieval run and the images each describes. */
-function retrievalTexts(
+export function retrievalTexts(
   name: string,
   imageCount: number,
   captions: string[],

@@ -51,6 +51,8 @@ import { MetricMeter } from "./metrics.ts";
 import { AdamW, officialParamGroups } from "./optimizer.ts";
 import { flagOf, OptionError, type TrainOptions } from "./options.ts";
 import { initFromPretrained } from "./pretrained.ts";
+import { describeValidation, TrainValidation } from "./validation.ts";
+import { TENSORBOARD_DIR, TensorBoardWriter } from "./tensorboard.ts";
 import { lossCurveSvg } from "./plot.ts";
 import { cosineValue, emaMomentum } from "./schedules.ts";
 import { writeFileAtomic } from "../fs/atomic_write.ts";
@@ -155,13 +157,14 @@ export async function train(options: TrainOptions, log: (line: string) => void =
     backend: options.distBackend,
     device: options.device,
   });
-  const held: { lock?: RunLock } = {};
+  const held: { lock?: RunLock; closers: (() => void)[] } = { closers: [] };
   try {
     if (pg.distributed) pg.checkConfig(options, flagOf);
     const summary = await trainRank(options, pg, pg.rank === 0 ? log : () => {}, held);
     pg.barrier(); // no rank leaves (taking its sockets with it) before every rank has finished
     return summary;
   } finally {
+    for (const close of held.closers) close();
     held.lock?.release();
     pg.destroy();
   }
@@ -171,7 +174,7 @@ async function trainRank(
   options: TrainOptions,
   pg: ProcessGroup,
   log: (line: string) => void,
-  held: { lock?: RunLock },
+  held: { lock?: RunLock; closers: (() => void)[] },
 ): Promise<TrainSummary> {
   const started = performance.now();
   const { rank, world } = pg;
@@ -219,6 +222,10 @@ async function trainRank(
     eps: options.eps,
   });
   const scaler = precision === "fp16" ? new GradScaler() : null;
+  // Zero-shot and held-out-pair validation while training (--zeroshot-data, --val-data): options checked on every
+  // rank, datasets opened on rank 0, which alone evaluates.
+  const validation = new TrainValidation(options, config.vision.imageSize, rank);
+  held.closers.push(() => validation.close());
 
   const stepsPerEpoch = Math.floor(source.epochSize / (options.batchSize * world * options.updateFreq));
   if (stepsPerEpoch < 1) {
@@ -265,6 +272,7 @@ async function trainRank(
       step = restored.step;
       history = restored.history;
       evalBefore = restored.evalBefore;
+      validation.restoreBest(restored.best);
       latest = { path, step, written: false };
       log(`resume: ${path} at step ${step}`);
     }
@@ -276,6 +284,11 @@ async function trainRank(
     pg.broadcast_(step > 0 ? [...state, ...optimizer.stateTensors().values()] : state, 0);
   }
   const jsonl = new JsonlWriter(`${options.outputDir}/metrics.jsonl`, rank, { resumeStep: step });
+  const tensorboard = new TensorBoardWriter(`${options.outputDir}/${TENSORBOARD_DIR}`, {
+    enabled: rank === 0 && options.reportTo === "tensorboard",
+    resumeStep: step,
+  });
+  held.closers.push(() => tensorboard.close());
 
   // ---- evaluation before training ----------------------------------------------------------------------------------
   const evaluate = (): SyntheticEval | null =>
@@ -285,6 +298,7 @@ async function trainRank(
   if (step === 0 && evalBefore === null) {
     evalBefore = evaluate();
     if (evalBefore) log(`eval before: ${describeEval(evalBefore)}`);
+    if (evalBefore) tensorboard.scalars(0, syntheticScalars(evalBefore));
   }
 
   const checkpointState = (): { tensors: Map<string, Tensor>; meta: Record<string, unknown> } => {
@@ -305,6 +319,7 @@ async function trainRank(
         tokenizer_merges: source.tokenizer.merges,
         history,
         eval_before: evalBefore,
+        best_checkpoint: validation.bestRecord,
       },
     };
   };
@@ -411,6 +426,40 @@ async function trainRank(
       ...(source.skipped ? { skipped: source.skipped() } : {}),
     });
     meter.reset();
+    const epochNow = Math.floor((current - 1) / stepsPerEpoch);
+    const rate = progress.rate();
+    tensorboard.scalars(current, {
+      ...Object.fromEntries(Object.entries(averages).map(([name, value]) => [`train/${name}`, value])),
+      "train/lr": cosineValue(lrSchedule, current - 1),
+      "train/momentum_ema": emaMomentum(options.momentumEma, current - 1, totalSteps),
+      "train/logit_scale": noGrad(() => tidy(() => model.logit_scale.exp().item())),
+      ...(ibot
+        ? {
+          "train/teacher_temp_patch": ibot.teacherTempPatch(epochNow),
+          "train/teacher_temp_cls": ibot.teacherTempCls(epochNow),
+          "train/student_temp": ibot.studentTemp,
+        }
+        : {}),
+      ...(rate === null ? {} : { "train/images_per_s": rate * imagesPerStep }),
+    });
+  };
+
+  /** Rank 0 evaluates what is due, logs it everywhere; true when --best-metric improved (rank 0 only). */
+  const validate = (due: { zeroshot: boolean; val: boolean }): boolean => {
+    if (rank !== 0) return false;
+    const metrics = validation.run({
+      model,
+      tokenizer: source.tokenizer,
+      contextLength: source.contextLength,
+      device,
+      step,
+    }, due);
+    progress.println(describeValidation(step, metrics));
+    jsonl.write({ type: "validation", step, epoch: Math.floor((step - 1) / stepsPerEpoch), ...metrics });
+    tensorboard.scalars(step, metrics);
+    const improved = validation.improves(metrics, step);
+    if (improved) progress.println(`best ${validation.best} so far: ${validation.bestRecord!.value.toFixed(3)}`);
+    return improved;
   };
 
   try {
@@ -463,11 +512,19 @@ async function trainRank(
       const endOfEpoch = step % stepsPerEpoch === 0;
       const logNow = step % options.printFreq === 0 || step === lastStep || endOfEpoch;
       if (logNow) flush();
+      const due = validation.due(step, stepsPerEpoch, lastStep);
+      const validateNow = due.zeroshot || due.val;
+      let best = false;
+      if (validateNow) {
+        flush(); // never judge parameters that follow a non-finite loss
+        best = validate(due);
+      }
       const saveNow = (options.saveFreq !== undefined && step % options.saveFreq === 0) ||
-        (endOfEpoch && (step / stepsPerEpoch) % options.evalFreq === 0) || step === lastStep;
+        (endOfEpoch && (step / stepsPerEpoch) % options.evalFreq === 0) || step === lastStep ||
+        (validateNow && validation.best !== null);
       if (saveNow) {
         flush(); // never checkpoint parameters that follow a non-finite loss
-        save((line) => progress.println(line));
+        save((line) => progress.println(line), best);
       }
     }
     flush();
@@ -489,6 +546,7 @@ async function trainRank(
   model.eval();
   const evalAfter = evaluate();
   if (evalAfter) log(`eval after: ${describeEval(evalAfter)}`);
+  if (evalAfter) tensorboard.scalars(step, syntheticScalars(evalAfter));
   const seconds = (performance.now() - started) / 1000;
   const trainedSteps = step - firstStep;
   const losses = history.map((h) => h.values.loss);
@@ -525,6 +583,8 @@ async function trainRank(
     );
   }
   jsonl.close();
+  tensorboard.close();
+  validation.close();
   optimizer.dispose();
   ibot?.dispose();
   scaler?.dispose();
@@ -643,7 +703,7 @@ function forwardLoss(
 function restore(
   path: string,
   parts: { model: AnyModel; optimizer: AdamW; ibot: IBOTLoss | null; scaler: GradScaler | null; device: Device },
-): { step: number; history: StepRecord[]; evalBefore: SyntheticEval | null } {
+): { step: number; history: StepRecord[]; evalBefore: SyntheticEval | null; best: unknown } {
   const { tensors, meta } = loadCheckpoint(path);
   try {
     const section = (prefix: string): Map<string, Tensor> => {
@@ -660,6 +720,7 @@ function restore(
       step: Number(meta.step),
       history: (meta.history as StepRecord[] | undefined) ?? [],
       evalBefore: (meta.eval_before as SyntheticEval | null | undefined) ?? null,
+      best: meta.best_checkpoint,
     };
   } finally {
     for (const t of tensors.values()) t.dispose();
@@ -707,6 +768,16 @@ function describeEval(e: SyntheticEval): string {
   return `zero-shot colour top-1 ${e.zeroShotTop1.toFixed(1)}% (chance ${e.chance.toFixed(1)}%), ` +
     `shape ${e.zeroShotShapeTop1.toFixed(1)}% (chance ${e.shapeChance.toFixed(1)}%), ` +
     `image→text R@1 ${e.retrievalR1.toFixed(1)}%, text→image R@1 ${e.retrievalT2IR1.toFixed(1)}%`;
+}
+
+/** The synthetic before/after evaluation as TensorBoard scalars. */
+function syntheticScalars(e: SyntheticEval): Record<string, number> {
+  return {
+    "synthetic/zeroshot_colour_top1": e.zeroShotTop1,
+    "synthetic/zeroshot_shape_top1": e.zeroShotShapeTop1,
+    "synthetic/i2t_r1": e.retrievalR1,
+    "synthetic/t2i_r1": e.retrievalT2IR1,
+  };
 }
 
 function lossCurve(history: StepRecord[]): string {
