@@ -1,0 +1,316 @@
+// webdataset_stream_test.ts: the streaming webdataset reader (src/data/webdataset_stream.ts) on small generated shards
+// (8×8 PNGs written with our encoder): ranks × workers read every sample exactly once per epoch, no shard is opened
+// at start-up, pipe: URLs stream from a subprocess, resampling draws shards with replacement, bad members are counted
+// skips, and a restored state continues exactly where the saved one was.
+import { trainBpe } from "../src/data/bpe_trainer.ts";
+import { encodePng } from "../src/data/png.ts";
+import { ShardPlan, shardUrls } from "../src/data/shard_list.ts";
+import { tarArchive, TarGroupReader, TarStreamReader } from "../src/data/tar_stream.ts";
+import { FileByteSource } from "../src/data/tar_stream.ts";
+import { ClipTokenizer } from "../src/data/tokenizer.ts";
+import {
+  type StreamingTrainSource,
+  type StreamingWebDatasetOptions,
+  streamingWebDatasetSource,
+} from "../src/data/webdataset_stream.ts";
+import { liveTensors } from "../src/torch/mod.ts";
+import { assert, assertEquals, assertThrows } from "./helpers.ts";
+
+const SHARDS = 8;
+const PER_SHARD = 8;
+
+function image(seed: number): Uint8Array {
+  const pixels = new Uint8Array(8 * 8 * 3);
+  for (let i = 0; i < pixels.length; i++) pixels[i] = (seed * 37 + i * 11) & 0xff;
+  return encodePng(8, 8, pixels);
+}
+
+/** SHARDS shards of PER_SHARD samples: key `s<shard>_<i>`, caption "shard <s> sample <i>". */
+function makeShards(dir: string, shards = SHARDS, perShard = PER_SHARD): string[] {
+  const enc = new TextEncoder();
+  const paths: string[] = [];
+  for (let s = 0; s < shards; s++) {
+    const members = [];
+    for (let i = 0; i < perShard; i++) {
+      const key = `s${s}_${String(i).padStart(3, "0")}`;
+      members.push({ name: `${key}.png`, data: image(s * 1000 + i) });
+      members.push({ name: `${key}.txt`, data: enc.encode(`shard ${s} sample ${i}`) });
+    }
+    const path = `${dir}/${String(s).padStart(2, "0")}.tar`;
+    Deno.writeFileSync(path, tarArchive(members));
+    paths.push(path);
+  }
+  return paths;
+}
+
+let cachedTokenizer: ClipTokenizer | null = null;
+function tokenizer(): ClipTokenizer {
+  cachedTokenizer ??= new ClipTokenizer(trainBpe(["shard sample 0 1 2 3 4 5 6 7 8 9"], 520));
+  return cachedTokenizer;
+}
+
+function source(
+  shards: string | string[],
+  extra: Partial<StreamingWebDatasetOptions> & { rank?: number; world?: number } = {},
+): StreamingTrainSource {
+  return streamingWebDatasetSource({
+    shards,
+    tokenizer: tokenizer(),
+    imageSize: 8,
+    views: 1,
+    threads: 1,
+    epochSize: SHARDS * PER_SHARD,
+    rank: 0,
+    world: 1,
+    seed: 3,
+    ...extra,
+  });
+}
+
+/** Keys of `count` batches read in order from (epoch, start). */
+function read(src: StreamingTrainSource, epoch: number, start: number, count: number, batchSize: number): string[][] {
+  const out: string[][] = [];
+  for (let i = start; i < start + count; i++) {
+    const b = src.batch(epoch, i, batchSize, { rank: src.state().rank, world: src.state().world }, "cpu");
+    b.u.dispose();
+    b.v?.dispose();
+    b.text.dispose();
+    out.push(src.lastKeys());
+  }
+  return out;
+}
+
+function withDir(fn: (dir: string) => void): () => void {
+  return () => {
+    const dir = Deno.makeTempDirSync({ prefix: "dc_wds_test_" });
+    const before = liveTensors();
+    try {
+      fn(dir);
+    } finally {
+      Deno.removeSync(dir, { recursive: true });
+    }
+    assertEquals(liveTensors(), before, "live tensors");
+  };
+}
+
+Deno.test(
+  "wds stream: tar groups read front to back, truncation reported",
+  withDir((dir) => {
+    makeShards(dir, 1, 3);
+    const reader = new TarGroupReader(new TarStreamReader(new FileByteSource(`${dir}/00.tar`)), (e) => e === "txt");
+    const keys: string[] = [];
+    for (let g = reader.next(); g !== null; g = reader.next()) {
+      keys.push(`${g.key}:${[...g.members.keys()].join(",")}:${new TextDecoder().decode(g.members.get("txt")!.data!)}`);
+      assertEquals(g.members.get("png")!.data, null, "images are skipped, not read");
+    }
+    reader.close();
+    assertEquals(keys, [
+      "s0_000:png,txt:shard 0 sample 0",
+      "s0_001:png,txt:shard 0 sample 1",
+      "s0_002:png,txt:shard 0 sample 2",
+    ]);
+    assertEquals(reader.ended, "end");
+    const bytes = Deno.readFileSync(`${dir}/00.tar`);
+    Deno.writeFileSync(`${dir}/cut.tar`, bytes.subarray(0, 512 * 5 + 100));
+    const cut = new TarGroupReader(new TarStreamReader(new FileByteSource(`${dir}/cut.tar`)), () => true);
+    let n = 0;
+    while (cut.next() !== null) n++;
+    cut.close();
+    assertEquals([n, cut.ended], [1, "truncated"]);
+  }),
+);
+
+Deno.test("wds stream: shard plans split each pass over all workers and resample with replacement", () => {
+  const plan = new ShardPlan({ shards: 10, globalWorkers: 4, seed: 1, resampled: false });
+  for (const pass of [0, 1]) {
+    const seen: number[] = [];
+    for (let g = 0; g < 4; g++) {
+      for (let slot = 0; plan.shardAt(g, pass, slot) >= 0; slot++) seen.push(plan.shardAt(g, pass, slot));
+    }
+    assertEquals(
+      [...seen].sort((a, b) => a - b),
+      [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+      `pass ${pass} covers every shard once`,
+    );
+  }
+  assertThrows(() => new ShardPlan({ shards: 3, globalWorkers: 4, seed: 0, resampled: false }), RangeError, [
+    "3 shards",
+  ]);
+  const resampled = new ShardPlan({ shards: 8, globalWorkers: 1, seed: 1, resampled: true });
+  const counts = new Array(8).fill(0);
+  for (let d = 0; d < 8000; d++) counts[resampled.shardAt(0, 0, d)]++;
+  for (const c of counts) assert(c > 850 && c < 1150, `uniform draws: ${counts}`);
+  const first8 = Array.from({ length: 8 }, (_, d) => resampled.shardAt(0, 0, d));
+  assert(new Set(first8).size < 8, `with replacement, 8 draws of 8 shards repeat one: ${first8}`);
+  assertEquals(shardUrls("a/{0..2}.tar::pipe:cat b/{x,y}.tar", "/r"), [
+    "/r/a/0.tar",
+    "/r/a/1.tar",
+    "/r/a/2.tar",
+    "pipe:cat b/x.tar",
+    "pipe:cat b/y.tar",
+  ]);
+});
+
+Deno.test(
+  "wds stream: 2 ranks × 2 workers read every sample exactly once per epoch",
+  withDir((dir) => {
+    makeShards(dir);
+    const all = new Set<string>();
+    for (let s = 0; s < SHARDS; s++) for (let i = 0; i < PER_SHARD; i++) all.add(`s${s}_${String(i).padStart(3, "0")}`);
+    const epochs: string[][] = [[], []];
+    for (const rank of [0, 1]) {
+      const src = source(`${dir}/{00..07}.tar`, { rank, world: 2, workers: 2, bufferSize: 5 });
+      try {
+        // 64 samples / (batch 4 × 2 ranks) = 8 batches per rank per epoch
+        for (const epoch of [0, 1]) {
+          for (const keys of read(src, epoch, 0, 8, 4)) epochs[epoch].push(...keys.map((k) => k.split("#")[1]));
+        }
+        assertEquals(src.skipped(), {});
+      } finally {
+        src.close();
+      }
+    }
+    for (const epoch of [0, 1]) {
+      assertEquals(epochs[epoch].length, 64);
+      assertEquals(new Set(epochs[epoch]).size, 64, `epoch ${epoch}: no sample twice`);
+      assert(epochs[epoch].every((k) => all.has(k)), "only real samples");
+    }
+    assert(epochs[0].join() !== epochs[1].join(), "each epoch is shuffled afresh");
+  }),
+);
+
+Deno.test(
+  "wds stream: pipe: URLs stream from a subprocess, and nothing is opened before the first batch",
+  withDir((dir) => {
+    const paths = makeShards(dir);
+    const log = `${dir}/opened.log`;
+    Deno.writeTextFileSync(log, "");
+    const urls = paths.map((p, s) => `pipe:echo ${s} >> ${log}; cat ${p}`);
+    const src = source(urls, { bufferSize: 2 });
+    try {
+      assertEquals(Deno.readTextFileSync(log), "", "no shard is read at start-up");
+      const first = read(src, 0, 0, 1, 2)[0];
+      // Batch 0 and the prefetched batch 1 take 5 samples (buffer 2), all from the first shard.
+      assertEquals(Deno.readTextFileSync(log).trim().split("\n").length, 1, "one shard opened for the first batches");
+      const rest = read(src, 0, 1, 31, 2).flat();
+      const keys = [...first, ...rest].map((k) => k.split("#")[1]);
+      assertEquals(new Set(keys).size, 64, "every sample of the 8 piped shards, once");
+      assertEquals(src.skipped(), {});
+      // The same shards as files give the same samples in the same order (same seed, same shard order).
+      const files = source(paths, { bufferSize: 2 });
+      try {
+        const fromFiles = read(files, 0, 0, 32, 2).flat().map((k) => k.split("#")[1]);
+        assertEquals(fromFiles, keys);
+      } finally {
+        files.close();
+      }
+    } finally {
+      src.close();
+    }
+  }),
+);
+
+Deno.test(
+  "wds stream: a restored state continues exactly (files, pipes, resampled)",
+  withDir((dir) => {
+    const paths = makeShards(dir);
+    const variants: [string, string | string[], Partial<StreamingWebDatasetOptions>][] = [
+      ["files, 2 workers", `${dir}/{00..07}.tar`, { workers: 2, bufferSize: 6 }],
+      ["pipes", paths.map((p) => `pipe:cat ${p}`), { bufferSize: 6 }],
+      ["resampled", `${dir}/{00..07}.tar`, { resampled: true, bufferSize: 6, workers: 2 }],
+    ];
+    for (const [name, shards, extra] of variants) {
+      const straight = source(shards, extra);
+      const resumed = source(shards, extra);
+      try {
+        const expected = read(straight, 0, 0, 24, 4);
+        read(resumed, 0, 0, 9, 4);
+        const saved = JSON.parse(JSON.stringify(resumed.state()));
+        resumed.close();
+        const again = source(shards, extra);
+        again.restore(saved);
+        const tail = read(again, Math.floor(9 / 16), 9 % 16, 24 - 9, 4);
+        assertEquals(tail, expected.slice(9), `${name}: the batches after the restored state`);
+        again.close();
+      } finally {
+        straight.close();
+      }
+    }
+    const other = source(`${dir}/{00..06}.tar`);
+    try {
+      const saved = source(`${dir}/{00..07}.tar`);
+      const state = saved.state();
+      saved.close();
+      assertThrows(() => other.restore(state), Error, ["shards 8 (now 7)"]);
+    } finally {
+      other.close();
+    }
+  }),
+);
+
+Deno.test(
+  "wds stream: resampled draws shards with replacement",
+  withDir((dir) => {
+    makeShards(dir);
+    const src = source(`${dir}/{00..07}.tar`, { resampled: true, bufferSize: 1 });
+    try {
+      // Buffer 1: samples come in stream order, so the shard sequence is visible: 8 shards' worth of batches.
+      const keys = read(src, 0, 0, 16, 4).flat().map((k) => k.split("#")[1]);
+      const shardsRead: string[] = [];
+      for (const k of keys) {
+        const shard = k.split("_")[0];
+        if (shardsRead.at(-1) !== shard) shardsRead.push(shard);
+      }
+      assertEquals(keys.length, 64);
+      assert(new Set(keys).size < 64, "some sample is drawn twice within 64 draws");
+      assert(new Set(shardsRead).size < shardsRead.length, `a shard drawn twice among ${shardsRead}`);
+    } finally {
+      src.close();
+    }
+  }),
+);
+
+Deno.test(
+  "wds stream: bad members are counted skips and batches stay full",
+  withDir((dir) => {
+    const enc = new TextEncoder();
+    const good = (k: string) => [
+      { name: `${k}.png`, data: image(k.length) },
+      { name: `${k}.txt`, data: enc.encode(`caption ${k}`) },
+    ];
+    Deno.writeFileSync(
+      `${dir}/a.tar`,
+      tarArchive([
+        ...good("a0"),
+        { name: "a1.png", data: enc.encode("not a png") }, // image_* skip in the workers
+        { name: "a1.txt", data: enc.encode("broken image") },
+        { name: "a2.png", data: image(2) }, // tar_no_caption
+        { name: "a3.txt", data: enc.encode("no image") }, // tar_no_image
+        { name: "a4.png", data: image(4) },
+        { name: "a4.txt", data: enc.encode("  ") }, // caption_empty
+        ...good("a5"),
+        ...good("a6"),
+      ]),
+    );
+    const full = tarArchive([...good("b0"), ...good("b1"), ...good("b2")]);
+    // Cut inside b2's last members: b0 and b1 stay, b2 is lost (tar_truncated, and tar_no_caption if its image is whole).
+    Deno.writeFileSync(`${dir}/b.tar`, full.subarray(0, full.length - 1024 - 1024 - 400));
+    const src = source([`${dir}/a.tar`, `${dir}/b.tar`, `${dir}/missing.tar`], { bufferSize: 3, epochSize: 4 });
+    try {
+      const keys = read(src, 0, 0, 2, 3).flat().map((k) => k.split("#")[1]);
+      assertEquals(keys.length, 6);
+      assert(keys.every((k) => ["a0", "a5", "a6", "b0", "b1"].includes(k)), `only good samples: ${keys}`);
+      const skipped = src.skipped();
+      // Counted once per pass over a shard (the refills may have started a second pass).
+      for (const reason of ["tar_no_caption", "tar_no_image", "caption_empty", "tar_truncated", "shard_missing"]) {
+        assert(skipped[reason] >= 1, `${reason} not counted: ${JSON.stringify(skipped)}`);
+      }
+      assert(
+        Object.keys(skipped).some((r) => r.startsWith("image_")),
+        `the broken image is counted: ${JSON.stringify(skipped)}`,
+      );
+    } finally {
+      src.close();
+    }
+  }),
+);
