@@ -2,7 +2,8 @@
 // (8×8 PNGs written with our encoder): ranks × workers read every sample exactly once per epoch, no shard is opened
 // at start-up, pipe: URLs stream from a subprocess, resampling draws shards with replacement, bad members are counted
 // skips, and a restored state continues exactly where the saved one was.
-import { trainBpe } from "../src/data/bpe_trainer.ts";
+import { trainBpe, writeMerges } from "../src/data/bpe_trainer.ts";
+import { loadCheckpoint } from "../src/train/checkpoint.ts";
 import { encodePng } from "../src/data/png.ts";
 import { ShardPlan, shardUrls } from "../src/data/shard_list.ts";
 import { tarArchive, TarGroupReader, TarStreamReader } from "../src/data/tar_stream.ts";
@@ -314,3 +315,125 @@ Deno.test(
     }
   }),
 );
+
+// ---- the training CLI: 2 ranks (torchrun variables) × 2 workers ---------------------------------------------------
+
+const main = new URL("../cli/main.ts", import.meta.url).pathname;
+
+function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+function rankProcesses(args: string[], log: string): Deno.ChildProcess[] {
+  const port = String(freePort());
+  return [0, 1].map((rank) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", "--unstable-ffi", main, "train", ...args],
+      env: {
+        RANK: String(rank),
+        WORLD_SIZE: "2",
+        MASTER_ADDR: "127.0.0.1",
+        MASTER_PORT: port,
+        DETAILCLIP_SAMPLE_LOG: log,
+      },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn()
+  );
+}
+
+async function runRanks(args: string[], log: string): Promise<string> {
+  const results = await Promise.all(rankProcesses(args, log).map((c) => c.output()));
+  const out = results.map((r) => new TextDecoder().decode(r.stdout) + new TextDecoder().decode(r.stderr)).join("\n");
+  for (const r of results) assertEquals(r.code, 0, out);
+  return out;
+}
+
+/** batch number → sample keys, per rank, from the DETAILCLIP_SAMPLE_LOG files (a later line for a batch wins). */
+function sampleLog(prefix: string): Map<number, string[]>[] {
+  return [0, 1].map((rank) => {
+    const out = new Map<number, string[]>();
+    for (const line of Deno.readTextFileSync(`${prefix}.rank${rank}`).trim().split("\n")) {
+      const { batch, keys } = JSON.parse(line) as { batch: number; keys: string[] };
+      out.set(batch, keys.map((k) => k.split("#")[1]));
+    }
+    return out;
+  });
+}
+
+function trainedBytes(path: string): Map<string, Uint8Array> {
+  const { tensors } = loadCheckpoint(path);
+  const out = new Map<string, Uint8Array>();
+  for (const [name, t] of tensors) {
+    if (/^(model|optimizer|ibot)\./.test(name)) out.set(name, t.toBytes());
+    t.dispose();
+  }
+  return out;
+}
+
+Deno.test("wds stream train: 2 ranks × 2 workers read each sample once per epoch; SIGKILL + --resume auto is exact", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "dc_wds_train_" });
+  try {
+    makeShards(dir);
+    writeMerges(`${dir}/bpe.txt`, trainBpe(["shard sample 0 1 2 3 4 5 6 7 8 9"], 520));
+    const args = (out: string) => [
+      ...["--dataset-type", "webdataset", "--train-data", `${dir}/{00..07}.tar`, "--train-num-samples", "64"],
+      ...["--bpe", `${dir}/bpe.txt`, "--model", "CLIP_tiny_synthetic", "--batch-size", "4", "--workers", "2"],
+      ...["--shuffle-buffer", "5", "--epochs", "2", "--save-freq", "3", "--print-freq", "4", "--threads", "1"],
+      ...["--keep-last", "10", "--output-dir", out],
+    ];
+    // 64 samples / (batch 4 × 2 ranks) = 8 steps an epoch, 16 in all.
+    const straightOut = await runRanks(args(`${dir}/straight`), `${dir}/straight.log`);
+    const straight = sampleLog(`${dir}/straight.log`);
+    for (const epoch of [0, 1]) {
+      const keys: string[] = [];
+      for (const rank of [0, 1]) for (let n = epoch * 8; n < epoch * 8 + 8; n++) keys.push(...straight[rank].get(n)!);
+      assertEquals([keys.length, new Set(keys).size], [64, 64], `epoch ${epoch}: every sample once\n${straightOut}`);
+    }
+    const { meta } = loadCheckpoint(`${dir}/straight/checkpoint-00000016.safetensors`);
+    const dataState = meta.data_state as { rank: number; batch: number }[];
+    assertEquals(dataState.map((s) => [s.rank, s.batch]), [[0, 16], [1, 16]], "each rank's stream state is saved");
+
+    const killedDir = `${dir}/killed`;
+    const children = rankProcesses(args(killedDir), `${dir}/killed.log`);
+    const deadline = Date.now() + 120_000;
+    const hasCheckpoint = (): boolean => {
+      try {
+        return [...Deno.readDirSync(killedDir)].some((e) => /^checkpoint-\d+\.safetensors$/.test(e.name));
+      } catch {
+        return false;
+      }
+    };
+    while (Date.now() < deadline && !hasCheckpoint()) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 400)));
+    for (const child of children) {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* already done */ }
+    }
+    await Promise.all(children.map((c) => c.output()));
+    const finishedAnyway = [...Deno.readDirSync(killedDir)].some((e) => e.name === "checkpoint-00000016.safetensors");
+    const resumedOut = await runRanks([...args(killedDir), "--resume", "auto"], `${dir}/killed.log`);
+    if (!finishedAnyway) assert(/resume: .* at step \d+/.test(resumedOut), `resume line missing:\n${resumedOut}`);
+
+    const resumed = sampleLog(`${dir}/killed.log`);
+    for (const rank of [0, 1]) {
+      for (let n = 0; n < 16; n++) {
+        assertEquals(resumed[rank].get(n), straight[rank].get(n), `rank ${rank} batch ${n} after the resume`);
+      }
+    }
+    const expected = trainedBytes(`${dir}/straight/checkpoint-00000016.safetensors`);
+    const actual = trainedBytes(`${killedDir}/checkpoint-00000016.safetensors`);
+    assertEquals(actual.size, expected.size, "tensor count");
+    for (const [name, bytes] of expected) {
+      const got = actual.get(name);
+      assert(got !== undefined && got.every((b, i) => b === bytes[i]), `${name} differs after the resume`);
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
