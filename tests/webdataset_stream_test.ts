@@ -4,6 +4,7 @@
 // skips, and a restored state continues exactly where the saved one was.
 import { trainBpe, writeMerges } from "../src/data/bpe_trainer.ts";
 import { loadCheckpoint } from "../src/train/checkpoint.ts";
+import { OptionError, parseTrainOptions } from "../src/train/options.ts";
 import { encodePng } from "../src/data/png.ts";
 import { ShardPlan, shardUrls } from "../src/data/shard_list.ts";
 import { tarArchive, TarGroupReader, TarStreamReader } from "../src/data/tar_stream.ts";
@@ -120,6 +121,24 @@ Deno.test(
     assertEquals([n, cut.ended], [1, "truncated"]);
   }),
 );
+
+Deno.test("wds stream: OpenCLIP's flag names", () => {
+  const o = parseTrainOptions([
+    ...["--dataset-type", "webdataset", "--train-data", "s/{0..3}.tar", "--train-num-samples", "100"],
+    ...["--dataset-resampled", "--shuffle-buffer", "7"],
+  ]);
+  assertEquals(
+    [o.dataset, o.metadata, o.trainNumSamples, o.datasetResampled, o.shuffleBuffer],
+    ["webdataset", "s/{0..3}.tar", 100, true, 7],
+  );
+  const official = parseTrainOptions(["--dataset", "webdataset", "--metadata", "s/{0..3}.tar"]);
+  assertEquals([official.dataset, official.trainNumSamples, official.datasetResampled], [
+    "webdataset",
+    undefined,
+    false,
+  ]);
+  assertThrows(() => parseTrainOptions(["--train-num-samples", "0"]), OptionError, ["--train-num-samples"]);
+});
 
 Deno.test("wds stream: shard plans split each pass over all workers and resample with replacement", () => {
   const plan = new ShardPlan({ shards: 10, globalWorkers: 4, seed: 1, resampled: false });

@@ -347,6 +347,7 @@ class StreamWorker {
     } finally {
       this.counting = true;
     }
+    this.#emptyShards = 0; // the shards re-read above were not empty before the checkpoint
     this.slot = state.slot;
     this.ordinal = state.ordinal;
     this.buffer = [];
