@@ -8,13 +8,14 @@ import { OptionError, parseTrainOptions } from "../src/train/options.ts";
 import { encodePng } from "../src/data/png.ts";
 import { ShardPlan, shardUrls } from "../src/data/shard_list.ts";
 import { tarArchive, TarGroupReader, TarStreamReader } from "../src/data/tar_stream.ts";
-import { FileByteSource } from "../src/data/tar_stream.ts";
+import { FileByteSource, PipeByteSource } from "../src/data/tar_stream.ts";
 import { ClipTokenizer } from "../src/data/tokenizer.ts";
 import {
   type StreamingTrainSource,
   type StreamingWebDatasetOptions,
   streamingWebDatasetSource,
 } from "../src/data/webdataset_stream.ts";
+import { listTar } from "../src/data/webdataset.ts";
 import { liveTensors } from "../src/torch/mod.ts";
 import { assert, assertEquals, assertThrows } from "./helpers.ts";
 
@@ -455,4 +456,105 @@ Deno.test("wds stream train: 2 ranks × 2 workers read each sample once per epoc
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
+});
+
+// ---- the tar stream against Python's tarfile --------------------------------------------------------------------
+
+const TARFILE_SCRIPT = `
+import io, json, random, sys, tarfile
+out = sys.argv[1]
+rnd = random.Random(5)
+listing = {}
+for fmt_name, fmt in (("ustar", tarfile.USTAR_FORMAT), ("gnu", tarfile.GNU_FORMAT), ("pax", tarfile.PAX_FORMAT)):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for k in range(40):
+            folder = "d" * (120 if fmt_name != "ustar" else 60) if k % 3 == 0 else "x"
+            if fmt_name == "pax" and k % 5 == 0:
+                folder = "caf\\u00e9"
+            for ext in ("jpg", "txt"):
+                size = rnd.choice([0, 1, 511, 512, 513, 1024, rnd.randrange(1, 5000)])
+                info = tarfile.TarInfo(f"{folder}/{k:05d}.{ext}")
+                info.size = size
+                info.mtime = 0
+                tf.addfile(info, io.BytesIO(bytes(rnd.randrange(256) for _ in range(size))))
+            if k == 7:
+                d = tarfile.TarInfo("somedir")
+                d.type = tarfile.DIRTYPE
+                tf.addfile(d)
+    path = f"{out}/{fmt_name}.tar"
+    with open(path, "wb") as f:
+        f.write(buf.getvalue())
+    with tarfile.open(path) as tf:
+        listing[fmt_name] = [[m.name, m.offset_data, m.size] for m in tf.getmembers() if m.isfile()]
+print(json.dumps(listing))
+`;
+
+function pythonTars(dir: string): Record<string, [string, number, number][]> | null {
+  try {
+    const run = new Deno.Command("python3", { args: ["-c", TARFILE_SCRIPT, dir], stdout: "piped", stderr: "piped" })
+      .outputSync();
+    return run.success ? JSON.parse(new TextDecoder().decode(run.stdout)) : null;
+  } catch {
+    return null;
+  }
+}
+
+function python3Missing(): boolean {
+  try {
+    return !new Deno.Command("python3", { args: ["-c", "import tarfile"] }).outputSync().success;
+  } catch {
+    return true;
+  }
+}
+
+Deno.test({
+  name: "wds stream: members, offsets and bytes equal Python's tarfile (ustar, GNU long names, pax), file and pipe",
+  ignore: python3Missing(),
+  fn: withDir((dir) => {
+    const expected = pythonTars(dir);
+    assert(expected !== null, "python3 tarfile script failed");
+    for (const [format, members] of Object.entries(expected)) {
+      const path = `${dir}/${format}.tar`;
+      const bytes = Deno.readFileSync(path);
+      for (const kind of ["file", "pipe"]) {
+        const source = kind === "file" ? new FileByteSource(path) : new PipeByteSource(`cat ${path}`, dir, format);
+        const reader = new TarStreamReader(source);
+        const got: [string, number, number][] = [];
+        for (let m = reader.next(); typeof m !== "string"; m = reader.next()) {
+          got.push([m.name, m.offset, m.size]);
+          // Every other member's data is read (the rest skipped): it must be the bytes at its offset.
+          if (got.length % 2 === 0) {
+            const data = reader.data()!;
+            assert(data.every((b, i) => b === bytes[m.offset + i]), `${format} ${kind}: ${m.name} data`);
+          }
+        }
+        reader.close();
+        assertEquals(got, members, `${format} via ${kind}`);
+      }
+      const indexed = listTar(path).members.map((m) => [m.name, m.offset, m.size]);
+      assertEquals(indexed, members, `${format}: the indexed reader's listing`);
+      // Cut anywhere: the members before the cut, never an exception.
+      for (const cut of [0, 100, 512, 513, 5000, Math.floor(bytes.length / 2), bytes.length - 1100]) {
+        Deno.writeFileSync(`${dir}/cut.tar`, bytes.subarray(0, cut));
+        const reader = new TarStreamReader(new FileByteSource(`${dir}/cut.tar`));
+        const names: string[] = [];
+        let end: string;
+        for (let m = reader.next();; m = reader.next()) {
+          if (typeof m === "string") {
+            end = m;
+            break;
+          }
+          names.push(m.name);
+        }
+        reader.close();
+        const whole = members.filter(([, offset, size]) => offset + size <= cut).map(([name]) => name);
+        assert(
+          names.length >= whole.length && names.every((n, i) => n === members[i][0]),
+          `${format} cut at ${cut}: ${names.length} members, ${whole.length} whole`,
+        );
+        assert(end === "truncated" || end === "end", `${format} cut at ${cut}: ended ${end}`);
+      }
+    }
+  }),
 });

@@ -136,17 +136,17 @@ function readAt(file: Deno.FsFile, offset: number, length: number): Uint8Array {
   return done === length ? out : out.subarray(0, done);
 }
 
-// pax records: "<len> <key>=<value>\n", len counting the whole record.
+// pax records: "<len> <key>=<value>\n", len counting the whole record in bytes (values are UTF-8, so the record is cut
+// out of the bytes before decoding).
 export function paxRecords(data: Uint8Array): Map<string, string> {
-  const text = ascii.decode(data);
   const out = new Map<string, string>();
   let i = 0;
-  while (i < text.length) {
-    const space = text.indexOf(" ", i);
+  while (i < data.length) {
+    const space = data.indexOf(0x20, i);
     if (space < 0) break;
-    const length = Number(text.slice(i, space));
-    if (!Number.isInteger(length) || length <= 0) break;
-    const record = text.slice(space + 1, i + length - 1);
+    const length = Number(ascii.decode(data.subarray(i, space)));
+    if (!Number.isInteger(length) || length <= space - i + 1 || i + length > data.length) break;
+    const record = ascii.decode(data.subarray(space + 1, i + length - 1));
     const eq = record.indexOf("=");
     if (eq > 0) out.set(record.slice(0, eq), record.slice(eq + 1));
     i += length;
