@@ -78,11 +78,16 @@ interface FlagSpec {
 // Official spellings first; hyphenated aliases for the four loss weights.
 const FLAGS: Record<string, FlagSpec> = {
   "model": { key: "model", kind: "string", help: "model preset (tiny_synthetic, DetailCLIP_VITB16, CLIP_VITB16, ...)" },
-  "dataset": { key: "dataset", kind: "string", help: `training data: ${DATASETS.join(", ")}` },
+  "dataset": {
+    key: "dataset",
+    kind: "string",
+    help: `training data: ${DATASETS.join(", ")} (also --dataset-type, OpenCLIP's name)`,
+  },
   "metadata": {
     key: "metadata",
     kind: "string",
-    help: "dataset metadata (csv manifest, shards, coco JSON, yfcc15m pickle, redcaps JSON files: a,b or {a,b})",
+    help: "dataset metadata (csv manifest, shards, coco JSON, yfcc15m pickle, redcaps JSON files: a,b or {a,b}); " +
+      "also --train-data",
   },
   "root": {
     key: "root",
