@@ -563,3 +563,53 @@ Deno.test({
     }
   }),
 });
+
+Deno.test("wds stream train: pipe: shards, --dataset-resampled, stopped and resumed: the same batches and weights", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "dc_wds_train_" });
+  try {
+    const paths = makeShards(dir);
+    writeMerges(`${dir}/bpe.txt`, trainBpe(["shard sample 0 1 2 3 4 5 6 7 8 9"], 520));
+    const args = (out: string, steps: number) => [
+      ...["--dataset-type", "webdataset", "--train-data", paths.map((p) => `pipe:cat ${p}`).join("::")],
+      ...[
+        "--train-num-samples",
+        "64",
+        "--dataset-resampled",
+        "--bpe",
+        `${dir}/bpe.txt`,
+        "--model",
+        "CLIP_tiny_synthetic",
+      ],
+      ...["--batch-size", "4", "--shuffle-buffer", "6", "--epochs", "1", "--save-freq", "3", "--threads", "1"],
+      ...["--max-steps", String(steps), "--output-dir", out],
+    ];
+    const run = async (extra: string[], log: string): Promise<string> => {
+      const result = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "--allow-all", "--unstable-ffi", main, "train", ...extra],
+        env: { DETAILCLIP_SAMPLE_LOG: log },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const out = new TextDecoder().decode(result.stdout) + new TextDecoder().decode(result.stderr);
+      assertEquals(result.code, 0, out);
+      return out;
+    };
+    await run(args(`${dir}/straight`, 6), `${dir}/straight.log`);
+    await run(args(`${dir}/stopped`, 3), `${dir}/stopped.log`);
+    const resumed = await run([...args(`${dir}/stopped`, 6), "--resume", "auto"], `${dir}/stopped.log`);
+    assert(resumed.includes("at step 3"), resumed);
+    const read = (path: string): string[] => Deno.readTextFileSync(`${path}.rank0`).trim().split("\n");
+    const straight = read(`${dir}/straight.log`).map((l) => JSON.parse(l).keys.map((k: string) => k.split("#")[1]));
+    const stopped = read(`${dir}/stopped.log`).map((l) => JSON.parse(l).keys.map((k: string) => k.split("#")[1]));
+    assertEquals(stopped, straight, "the stopped and resumed run read the same batches");
+    const expected = trainedBytes(`${dir}/straight/checkpoint-00000006.safetensors`);
+    const actual = trainedBytes(`${dir}/stopped/checkpoint-00000006.safetensors`);
+    assertEquals(actual.size, expected.size, "tensor count");
+    for (const [name, bytes] of expected) {
+      const got = actual.get(name);
+      assert(got !== undefined && got.every((b, i) => b === bytes[i]), `${name} differs after the resume`);
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
