@@ -62,6 +62,11 @@ Deno.test("train options: errors name the option and the allowed values", () => 
   assertThrows(() => parseTrainOptions(["--betas", "0.9"]), OptionError, ["--betas"]);
   assertThrows(() => parseTrainOptions(["--no-such-flag"]), OptionError, ["no-such-flag"]);
   assertThrows(() => parseTrainOptions(["--device", "tpu"]), OptionError, ["--device", "cuda"]);
+  assertThrows(() => parseTrainOptions(["--train-num-samples", "100"]), OptionError, [
+    "--train-num-samples",
+    "webdataset",
+  ]);
+  assertThrows(() => parseTrainOptions(["--dataset-resampled"]), OptionError, ["--dataset-resampled", "webdataset"]);
   const options = parseTrainOptions([
     "--betas",
     "0.8",

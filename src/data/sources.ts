@@ -46,6 +46,12 @@ export interface TrainSource {
   skipped?(): Record<string, number>;
   /** Optional: stops worker threads and closes files. */
   close?(): void;
+  /**
+   * Optional (streaming sources, whose batches depend on what was read before): where the source is, as JSON, after
+   * the last batch returned; the training loop saves it in checkpoints and hands it back to restore() on resume.
+   */
+  state?(): unknown;
+  restore?(state: unknown): void;
 }
 
 /** A deterministic permutation of [0, n) from a 32-bit seed (Fisher–Yates over a mulberry32 stream). */

@@ -99,14 +99,14 @@ export interface TarListing {
 const BLOCK = 512;
 const ascii = new TextDecoder("utf-8");
 
-function cString(block: Uint8Array, start: number, length: number): string {
+export function cString(block: Uint8Array, start: number, length: number): string {
   let end = start;
   while (end < start + length && block[end] !== 0) end++;
   return ascii.decode(block.subarray(start, end));
 }
 
 // Octal, NUL/space padded; or base-256 (GNU) when the top bit of the first byte is set. NaN when malformed.
-function numeric(block: Uint8Array, start: number, length: number): number {
+export function numeric(block: Uint8Array, start: number, length: number): number {
   if (block[start] & 0x80) {
     let value = block[start] & 0x7f;
     for (let i = start + 1; i < start + length; i++) value = value * 256 + block[i];
@@ -117,7 +117,7 @@ function numeric(block: Uint8Array, start: number, length: number): number {
   return /^[0-7]+$/.test(text) ? parseInt(text, 8) : NaN;
 }
 
-function checksumOk(block: Uint8Array): boolean {
+export function checksumOk(block: Uint8Array): boolean {
   const stored = numeric(block, 148, 8);
   let sum = 0;
   for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : block[i];
@@ -136,17 +136,17 @@ function readAt(file: Deno.FsFile, offset: number, length: number): Uint8Array {
   return done === length ? out : out.subarray(0, done);
 }
 
-// pax records: "<len> <key>=<value>\n", len counting the whole record.
-function paxRecords(data: Uint8Array): Map<string, string> {
-  const text = ascii.decode(data);
+// pax records: "<len> <key>=<value>\n", len counting the whole record in bytes (values are UTF-8, so the record is cut
+// out of the bytes before decoding).
+export function paxRecords(data: Uint8Array): Map<string, string> {
   const out = new Map<string, string>();
   let i = 0;
-  while (i < text.length) {
-    const space = text.indexOf(" ", i);
+  while (i < data.length) {
+    const space = data.indexOf(0x20, i);
     if (space < 0) break;
-    const length = Number(text.slice(i, space));
-    if (!Number.isInteger(length) || length <= 0) break;
-    const record = text.slice(space + 1, i + length - 1);
+    const length = Number(ascii.decode(data.subarray(i, space)));
+    if (!Number.isInteger(length) || length <= space - i + 1 || i + length > data.length) break;
+    const record = ascii.decode(data.subarray(space + 1, i + length - 1));
     const eq = record.indexOf("=");
     if (eq > 0) out.set(record.slice(0, eq), record.slice(eq + 1));
     i += length;

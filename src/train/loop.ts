@@ -13,6 +13,7 @@ import { syntheticTrainSource, type TrainSource } from "../data/sources.ts";
 import { cocoTrainSource } from "../data/coco.ts";
 import { csvTrainSource } from "../data/csv.ts";
 import { webDatasetTrainSource } from "../data/webdataset.ts";
+import { streamingWebDatasetSource } from "../data/webdataset_stream.ts";
 import { yfccTrainSource } from "../data/yfcc.ts";
 import { redcapsTrainSource } from "../data/redcaps.ts";
 import { ClipTokenizer } from "../data/tokenizer.ts";
@@ -56,6 +57,7 @@ import { TENSORBOARD_DIR, TensorBoardWriter } from "./tensorboard.ts";
 import { lossCurveSvg } from "./plot.ts";
 import { cosineValue, emaMomentum } from "./schedules.ts";
 import { writeFileAtomic } from "../fs/atomic_write.ts";
+import { gatherDataState, restoreDataState } from "./data_state.ts";
 
 /** The newest finite checkpoint of this run, as the NaN stops name it. */
 export interface LatestCheckpoint {
@@ -207,7 +209,7 @@ async function trainRank(
 
   const preset = modelPreset(options.model);
   const views = preset.kind === "detailclip" ? 2 : 1;
-  const source = trainSourceFor(options, preset, views);
+  const source = trainSourceFor(options, preset, views, { rank, world });
   const config = modelConfigFor(preset, options, source);
   const model = buildModel(config);
   if (options.pretrained !== undefined) log(initFromPretrained(model, options.pretrained));
@@ -270,6 +272,8 @@ async function trainRank(
     } else {
       const restored = restore(path, { model, optimizer, ibot, scaler, device });
       step = restored.step;
+      const inexact = restoreDataState(source, restored.dataState, rank, world);
+      if (inexact !== null) log(inexact);
       history = restored.history;
       evalBefore = restored.evalBefore;
       validation.restoreBest(restored.best);
@@ -301,7 +305,9 @@ async function trainRank(
     if (evalBefore) tensorboard.scalars(0, syntheticScalars(evalBefore));
   }
 
-  const checkpointState = (): { tensors: Map<string, Tensor>; meta: Record<string, unknown> } => {
+  const checkpointState = (
+    dataState: unknown[] | null,
+  ): { tensors: Map<string, Tensor>; meta: Record<string, unknown> } => {
     const tensors = new Map<string, Tensor>();
     for (const [key, value] of model.stateDict()) tensors.set(`model.${key}`, value);
     for (const [key, value] of optimizer.stateTensors()) tensors.set(`optimizer.${key}`, value);
@@ -320,6 +326,7 @@ async function trainRank(
         history,
         eval_before: evalBefore,
         best_checkpoint: validation.bestRecord,
+        ...(dataState === null ? {} : { data_state: dataState }),
       },
     };
   };
@@ -338,11 +345,12 @@ async function trainRank(
     ];
     const bad = nonFiniteTensors(checked);
     if (bad.length > 0) throw new NonFiniteStateError(step, bad, checked.length, latest);
+    const dataState = gatherDataState(pg, source, step); // every rank's stream position (streaming sources)
     if (rank !== 0) {
       latest = { path: checkpointPath(options.outputDir, step), step, written: true }; // what rank 0 writes now
       return;
     }
-    const state = checkpointState();
+    const state = checkpointState(dataState);
     try {
       const path = saveCheckpoint(options.outputDir, state, {
         keepLast: options.keepLast,
@@ -602,7 +610,12 @@ async function trainRank(
  * The training data: the built-in synthetic shapes, or a file-based source decoded by the native workers with the
  * CLIP BPE of --bpe (OpenAI's bpe_simple_vocab_16e6.txt.gz, or one learned with `deno task data bpe`).
  */
-function trainSourceFor(options: TrainOptions, preset: ModelConfig, views: 1 | 2): TrainSource {
+function trainSourceFor(
+  options: TrainOptions,
+  preset: ModelConfig,
+  views: 1 | 2,
+  shard: { rank: number; world: number },
+): TrainSource {
   const imageSize = preset.vision.imageSize;
   const contextLength = preset.text.context;
   if (options.dataset === "synthetic") {
@@ -634,6 +647,21 @@ function trainSourceFor(options: TrainOptions, preset: ModelConfig, views: 1 | 2
         imageColumn: options.csvImgKey,
         captionColumn: options.csvCaptionKey,
         separator: options.csvSeparator,
+      });
+    }
+    if (options.dataset === "webdataset" && (options.trainNumSamples !== undefined || options.datasetResampled)) {
+      if (options.trainNumSamples === undefined) {
+        throw new OptionError("--dataset-resampled needs --train-num-samples (the epoch length of a stream)");
+      }
+      return streamingWebDatasetSource({
+        ...common,
+        ...shard,
+        shards: options.metadata,
+        root,
+        epochSize: options.trainNumSamples,
+        resampled: options.datasetResampled,
+        workers: Math.max(1, options.workers),
+        bufferSize: options.shuffleBuffer,
       });
     }
     if (options.dataset === "webdataset") return webDatasetTrainSource({ ...common, shards: options.metadata, root });
@@ -703,7 +731,7 @@ function forwardLoss(
 function restore(
   path: string,
   parts: { model: AnyModel; optimizer: AdamW; ibot: IBOTLoss | null; scaler: GradScaler | null; device: Device },
-): { step: number; history: StepRecord[]; evalBefore: SyntheticEval | null; best: unknown } {
+): { step: number; history: StepRecord[]; evalBefore: SyntheticEval | null; best: unknown; dataState: unknown } {
   const { tensors, meta } = loadCheckpoint(path);
   try {
     const section = (prefix: string): Map<string, Tensor> => {
@@ -721,6 +749,7 @@ function restore(
       history: (meta.history as StepRecord[] | undefined) ?? [],
       evalBefore: (meta.eval_before as SyntheticEval | null | undefined) ?? null,
       best: meta.best_checkpoint,
+      dataState: meta.data_state,
     };
   } finally {
     for (const t of tensors.values()) t.dispose();

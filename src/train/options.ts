@@ -22,6 +22,9 @@ export const TrainOptionsSchema = z.object({
   csvImgKey: z.string().default("filepath"),
   csvCaptionKey: z.string().default("title"),
   csvSeparator: z.string().optional(),
+  trainNumSamples: z.number().int().positive().optional(),
+  datasetResampled: z.boolean().default(false),
+  shuffleBuffer: z.number().int().positive().default(2000),
   outputDir: z.string().min(1).default("runs/default"),
   maskRatio: z.number().min(0).max(1).optional(),
   momentumEma: z.number().min(0).max(1).default(0.996),
@@ -86,11 +89,16 @@ interface FlagSpec {
 // Official spellings first; hyphenated aliases for the four loss weights.
 const FLAGS: Record<string, FlagSpec> = {
   "model": { key: "model", kind: "string", help: "model preset (tiny_synthetic, DetailCLIP_VITB16, CLIP_VITB16, ...)" },
-  "dataset": { key: "dataset", kind: "string", help: `training data: ${DATASETS.join(", ")}` },
+  "dataset": {
+    key: "dataset",
+    kind: "string",
+    help: `training data: ${DATASETS.join(", ")} (also --dataset-type, OpenCLIP's name)`,
+  },
   "metadata": {
     key: "metadata",
     kind: "string",
-    help: "dataset metadata (csv manifest, shards, coco JSON, yfcc15m pickle, redcaps JSON files: a,b or {a,b})",
+    help: "dataset metadata (csv manifest, shards, coco JSON, yfcc15m pickle, redcaps JSON files: a,b or {a,b}); " +
+      "also --train-data",
   },
   "root": {
     key: "root",
@@ -105,6 +113,21 @@ const FLAGS: Record<string, FlagSpec> = {
   "csv-img-key": { key: "csvImgKey", kind: "string", help: "CSV column of image paths (filepath)" },
   "csv-caption-key": { key: "csvCaptionKey", kind: "string", help: "CSV column of captions (title)" },
   "csv-separator": { key: "csvSeparator", kind: "string", help: "CSV separator (tab for .tsv, else comma)" },
+  "train-num-samples": {
+    key: "trainNumSamples",
+    kind: "number",
+    help: "webdataset: samples per epoch; streams the shards (no start-up index) instead of indexing them",
+  },
+  "dataset-resampled": {
+    key: "datasetResampled",
+    kind: "boolean",
+    help: "webdataset: draw shards with replacement (needs --train-num-samples)",
+  },
+  "shuffle-buffer": {
+    key: "shuffleBuffer",
+    kind: "number",
+    help: "webdataset stream: samples per worker's buffer (2000)",
+  },
   "output-dir": { key: "outputDir", kind: "string", help: "run folder: checkpoints, metrics, summary (runs/default)" },
   "mask-ratio": { key: "maskRatio", kind: "number", help: "official meaning: keeps int(cells*r)+1 cells (0.5)" },
   "momentum-ema": { key: "momentumEma", kind: "number", help: "initial EMA momentum, cosine to 1 (0.996; demo 0.99)" },
@@ -141,7 +164,7 @@ const FLAGS: Record<string, FlagSpec> = {
   "eval-freq": { key: "evalFreq", kind: "number", help: "epochs between evaluations and epoch checkpoints (1)" },
   "save-freq": { key: "saveFreq", kind: "number", help: "also checkpoint every N optimizer steps" },
   "keep-last": { key: "keepLast", kind: "number", help: "regular checkpoints kept (3)" },
-  "workers": { key: "workers", kind: "number", help: "data worker threads (1)" },
+  "workers": { key: "workers", kind: "number", help: "data worker threads (1); webdataset stream: streams per rank" },
   "threads": { key: "threads", kind: "number", help: "libtorch intra-op threads (default: libtorch's)" },
   "max-steps": { key: "maxSteps", kind: "number", help: "stop after this many optimizer steps" },
   "clip_loss_weight": { key: "clipLossWeight", kind: "number", help: "weight of the CLIP loss (1)" },
@@ -197,6 +220,9 @@ const ALIASES: Record<string, string> = {
   "ibot-patch-loss-weight": "ibot_patch_loss_weight",
   "ibot-cls-loss-weight": "ibot_cls_loss_weight",
   "j": "workers",
+  // OpenCLIP's names
+  "dataset-type": "dataset",
+  "train-data": "metadata",
 };
 
 export function trainHelp(): string {
@@ -328,5 +354,14 @@ export function validate(raw: Record<string, unknown>, where: string): TrainOpti
     });
     throw new OptionError(`${where}: ${messages.join("; ")}`);
   }
-  return result.data;
+  const options = result.data;
+  // The streaming options mean nothing to an indexed source: refused rather than silently ignored.
+  if (options.dataset !== "webdataset") {
+    for (const key of ["trainNumSamples", "datasetResampled"] as const) {
+      if (options[key] !== undefined && options[key] !== false) {
+        throw new OptionError(`${where}: ${flagOf(key)} applies to webdataset shards only (--dataset-type webdataset)`);
+      }
+    }
+  }
+  return options;
 }
