@@ -15,6 +15,7 @@ import { own } from "../torch/tensor.ts";
 import { TorchError } from "../torch/errors.ts";
 import { permutation, type TrainBatch, type TrainSource } from "./sources.ts";
 import { IMAGENET_MEAN, IMAGENET_STD } from "./synthetic.ts";
+import { hashMany } from "./hash.ts";
 import { type ClipTokenizer, DEFAULT_CONTEXT_LENGTH } from "./tokenizer.ts";
 
 // ---- skip counting -------------------------------------------------------------------------------------------------
@@ -495,25 +496,6 @@ export interface FileTrainSource extends TrainSource {
   close(): void;
 }
 
-// 32-bit integer hashing (the lowbias32 finalizer), so replacement draws and caption choices are the same in every
-// JavaScript engine and need no state.
-function hash32(x: number): number {
-  x = (x ^ (x >>> 16)) >>> 0;
-  x = Math.imul(x, 0x7feb352d) >>> 0;
-  x = (x ^ (x >>> 15)) >>> 0;
-  x = Math.imul(x, 0x846ca68b) >>> 0;
-  return (x ^ (x >>> 16)) >>> 0;
-}
-
-function hashMany(...values: number[]): number {
-  let h = 0x9e3779b9;
-  for (const v of values) {
-    h = hash32((h ^ (v >>> 0)) >>> 0);
-    h = hash32((h + Math.floor(v / 4294967296)) >>> 0);
-  }
-  return h;
-}
-
 interface Plan {
   candidates: ImageRef[];
   captions: string[];
@@ -534,18 +516,9 @@ interface Pending {
   hinted: boolean;
 }
 
-/** Builds the file-backed TrainSource (used by the CSV, webdataset, COCO, YFCC15M and RedCaps sources). */
-export function fileTrainSource(table: SampleTable, options: FileSourceOptions): FileTrainSource {
-  if (table.size < 1) {
-    throw new RangeError(`${table.name}: no usable samples (skipped while indexing: ${table.indexSkips})`);
-  }
-  const seed = options.seed ?? 0;
-  const views = options.views ?? 2;
-  const contextLength = options.contextLength ?? DEFAULT_CONTEXT_LENGTH;
-  const perRound = options.candidatesPerRound ?? 4;
-  const maxRounds = options.maxRounds ?? 8;
-  const depth = options.prefetch ?? 1;
-  const loader = new NativeLoader({
+/** The native decode workers a file-backed source drives, configured from its options. */
+export function nativeLoaderFor(options: FileSourceOptions, views: 1 | 2): NativeLoader {
+  return new NativeLoader({
     threads: options.threads,
     imageSize: options.imageSize,
     mode: options.mode,
@@ -557,6 +530,20 @@ export function fileTrainSource(table: SampleTable, options: FileSourceOptions):
     pin: options.pin ?? cudaIsAvailable(),
     augment: options.augment,
   });
+}
+
+/** Builds the file-backed TrainSource (used by the CSV, webdataset, COCO, YFCC15M and RedCaps sources). */
+export function fileTrainSource(table: SampleTable, options: FileSourceOptions): FileTrainSource {
+  if (table.size < 1) {
+    throw new RangeError(`${table.name}: no usable samples (skipped while indexing: ${table.indexSkips})`);
+  }
+  const seed = options.seed ?? 0;
+  const views = options.views ?? 2;
+  const contextLength = options.contextLength ?? DEFAULT_CONTEXT_LENGTH;
+  const perRound = options.candidatesPerRound ?? 4;
+  const maxRounds = options.maxRounds ?? 8;
+  const depth = options.prefetch ?? 1;
+  const loader = nativeLoaderFor(options, views);
   const skips = new SkipCounter();
   skips.addAll(table.indexSkips);
   const size = table.size;

@@ -6,6 +6,7 @@
 import { isAbsolute, join } from "node:path";
 import { permutation } from "./sources.ts";
 import { expandBraces } from "./webdataset.ts";
+import { hashMany } from "./hash.ts";
 
 /** The shard URLs of `--train-data`: "::"-joined brace patterns; relative paths start at `root`. */
 export function shardUrls(patterns: string | readonly string[], root?: string): string[] {
@@ -15,24 +16,6 @@ export function shardUrls(patterns: string | readonly string[], root?: string): 
   return list.flatMap(expandBraces).map((url) =>
     url.startsWith("pipe:") || root === undefined || isAbsolute(url) ? url : join(root, url)
   );
-}
-
-// 32-bit integer hashing (the lowbias32 finalizer) of several numbers: stateless draws that every engine repeats.
-function hash32(x: number): number {
-  x = (x ^ (x >>> 16)) >>> 0;
-  x = Math.imul(x, 0x7feb352d) >>> 0;
-  x = (x ^ (x >>> 15)) >>> 0;
-  x = Math.imul(x, 0x846ca68b) >>> 0;
-  return (x ^ (x >>> 16)) >>> 0;
-}
-
-export function hashMany(...values: number[]): number {
-  let h = 0x9e3779b9;
-  for (const v of values) {
-    h = hash32((h ^ (v >>> 0)) >>> 0);
-    h = hash32((h + Math.floor(v / 4294967296)) >>> 0);
-  }
-  return h;
 }
 
 /** Assigns shards to global workers, per pass (or per draw, resampled). */

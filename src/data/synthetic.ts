@@ -24,6 +24,7 @@
 // SYNTHETIC_EVAL_SIZE (1000) is the conventional number of evaluation samples (indices 0..999).
 import { type Device, Tensor } from "../torch/mod.ts";
 import { writeFileAtomic } from "../fs/atomic_write.ts";
+import { hash32 } from "./hash.ts";
 
 // ---- vocabulary ------------------------------------------------------------------------------------------------
 
@@ -118,17 +119,6 @@ export class Sfc32 {
   uniform(lo: number, hi: number): number {
     return lo + (hi - lo) * this.next();
   }
-}
-
-/** lowbias32 (Chris Wellons): a bijective 32-bit mixer, used to spread seeds over the whole word. */
-export function hash32(x: number): number {
-  x = x >>> 0;
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x7feb352d);
-  x ^= x >>> 15;
-  x = Math.imul(x, 0x846ca68b);
-  x ^= x >>> 16;
-  return x >>> 0;
 }
 
 // One salt per split: the split is a whole word of the PRNG state, so streams of different splits are different

@@ -11,17 +11,19 @@
 // Bad data is counted, never fatal: a missing shard (or a pipe that printed nothing), a truncated or corrupt tar, a
 // group without image or caption, a bad caption while streaming; an image that does not decode in the native workers,
 // whose slot is refilled with the worker's next sample.
-import { cudaIsAvailable, type Device, type Tensor } from "../torch/mod.ts";
+import type { Device, Tensor } from "../torch/mod.ts";
 import {
   type CaptionSkip,
   decodeCaption,
   type FileSourceOptions,
   imageSkipReason,
-  NativeLoader,
+  type NativeLoader,
+  nativeLoaderFor,
   SkipCounter,
 } from "./loader.ts";
 import type { TrainBatch, TrainSource } from "./sources.ts";
-import { hashMany, ShardPlan, shardUrls } from "./shard_list.ts";
+import { hashMany } from "./hash.ts";
+import { ShardPlan, shardUrls } from "./shard_list.ts";
 import {
   type ByteSource,
   FileByteSource,
@@ -424,18 +426,7 @@ export function streamingWebDatasetSource(options: StreamingWebDatasetOptions): 
   let last: string[] = [];
   // Tests set DETAILCLIP_SAMPLE_LOG=PREFIX to see which samples a training run read: PREFIX.rank<r>, a JSON line a batch.
   const sampleLog = Deno.env.get("DETAILCLIP_SAMPLE_LOG");
-  const loader = new NativeLoader({
-    threads: options.threads,
-    imageSize: options.imageSize,
-    mode: options.mode,
-    views,
-    maxPixels: options.maxPixels,
-    maxBytes: options.maxBytes,
-    alpha: options.alpha,
-    dctScaling: options.dctScaling,
-    pin: options.pin ?? cudaIsAvailable(),
-    augment: options.augment,
-  });
+  const loader = nativeLoaderFor(options, views);
 
   const submit = (samples: StreamSample[], slots: number, into?: { u: Tensor; v: Tensor | null }) => {
     const slotBegin = Array.from({ length: slots + 1 }, (_, b) => Math.min(b, samples.length));

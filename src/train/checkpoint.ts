@@ -594,7 +594,8 @@ function removeStaleTempFiles(dir: string, entries: Deno.DirEntry[]): void {
   }
 }
 
-function processIsAlive(pid: number): boolean {
+/** Whether a process of this host still runs (Linux: its /proc entry exists). */
+export function processIsAlive(pid: number): boolean {
   try {
     Deno.statSync(`/proc/${pid}`);
     return true;

@@ -5,6 +5,7 @@
 // was. The file is never deleted (deleting a lock file races with a process that has opened but not yet locked it);
 // a clean release empties it. The trade: on a network file system without shared locks only the recorded holder
 // warns, it cannot exclude.
+import { processIsAlive } from "./checkpoint.ts";
 import { OptionError } from "./options.ts";
 
 export const LOCK_FILE = "detailclip.lock";
@@ -108,13 +109,4 @@ function readHolder(file: Deno.FsFile): LockHolder | null {
     }
   } catch { /* empty or not ours: nothing to name */ }
   return null;
-}
-
-function processIsAlive(pid: number): boolean {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
 }
