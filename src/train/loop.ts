@@ -30,6 +30,7 @@ import {
   tidy,
 } from "../torch/mod.ts";
 import { ProcessGroup } from "../torch/dist.ts";
+import { ActivationCheckpoints, withCheckpoints } from "../nn/checkpoint.ts";
 import { autocastUnsupported, GradScaler, type Precision } from "./amp.ts";
 import { checkpointPath, findResumeCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { describeNonFinite, nonFiniteTensors } from "./finite.ts";
@@ -221,6 +222,12 @@ async function trainRank(
     eps: options.eps,
   });
   const scaler = precision === "fp16" ? new GradScaler() : null;
+  const inPrecision = <T>(fn: () => T): T =>
+    precision === "fp32"
+      ? fn()
+      : autocast(device === "cpu" ? "cpu" : "cuda", precision === "bf16" ? "bfloat16" : "float16", fn);
+  // --grad-checkpointing: block activations are recomputed in backward, in the forward's precision.
+  const checkpoints = options.gradCheckpointing ? new ActivationCheckpoints(inPrecision) : null;
 
   const stepsPerEpoch = Math.floor(source.epochSize / (options.batchSize * world * options.updateFreq));
   if (stepsPerEpoch < 1) {
@@ -422,6 +429,7 @@ async function trainRank(
       const momentum = emaMomentum(options.momentumEma, step, totalSteps);
 
       for (let micro = 0; micro < options.updateFreq; micro++) {
+        using _segments = { [Symbol.dispose]: () => checkpoints?.clear() }; // a failed micro-step's, too
         tidy(() => {
           const batch = source.batch(epoch, indexInEpoch * options.updateFreq + micro, options.batchSize, {
             rank,
@@ -439,9 +447,7 @@ async function trainRank(
                 ? { gather: (t) => pg.gatherWithGrad(t), allReduceMean: (t) => pg.allReduceMean(t), rank }
                 : undefined,
             });
-          const { loss, terms } = precision === "fp32"
-            ? run()
-            : autocast(device === "cpu" ? "cpu" : "cuda", precision === "bf16" ? "bfloat16" : "float16", run);
+          const { loss, terms } = withCheckpoints(checkpoints, () => inPrecision(run));
           if (poison && poison.step === step && micro === 0 && poison.term !== "parameters") {
             const target = terms[poison.term] ?? terms.loss;
             target.mul_(Number.NaN);
@@ -449,7 +455,9 @@ async function trainRank(
           termNames = Object.keys(terms);
           pending.push({ step, terms: stack(termNames.map((n) => terms[n].detach().float()), 0).keep() });
           const scaled = loss.div(options.updateFreq);
-          (scaler ? scaled.mul(scaler.scale) : scaled).backward();
+          const scaledLoss = scaler ? scaled.mul(scaler.scale) : scaled;
+          if (checkpoints) checkpoints.backward(scaledLoss);
+          else scaledLoss.backward();
         });
       }
 
