@@ -360,6 +360,7 @@ async function trainRank(
     ibotCls: options.ibotClsLossWeight,
   };
   const trainable = model.namedTrainableParameters().map(([, p]) => p);
+  const reducer = options.disableGradOverlap ? null : pg.gradientReducer(trainable); // null on one process
   const meter = new MetricMeter();
   const imagesPerStep = options.batchSize * world * options.updateFreq;
   const progress = new ProgressBar({ total: lastStep, rank, log, startStep: step, imagesPerStep });
@@ -430,6 +431,7 @@ async function trainRank(
 
       for (let micro = 0; micro < options.updateFreq; micro++) {
         using _segments = { [Symbol.dispose]: () => checkpoints?.clear() }; // a failed micro-step's, too
+        if (micro === options.updateFreq - 1) reducer?.prepare();
         tidy(() => {
           const batch = source.batch(epoch, indexInEpoch * options.updateFreq + micro, options.batchSize, {
             rank,
@@ -461,7 +463,10 @@ async function trainRank(
         });
       }
 
-      pg.averageGradients(trainable); // DDP's mean over ranks, once per optimizer step (none on micro-steps)
+      // DDP's mean over ranks, once per optimizer step (none on micro-steps): started during the last backward
+      // bucket by bucket, or all at once after it with --disable-grad-overlap.
+      if (reducer) reducer.finish();
+      else pg.averageGradients(trainable);
       const stepOk = scaler ? scaler.unscaleAndUpdate(trainable) : true;
       if (stepOk) optimizer.step(lr);
       if (poison?.term === "parameters" && poison.step === step) noGrad(() => trainable[0].mul_(Number.NaN));
@@ -483,6 +488,7 @@ async function trainRank(
   } finally {
     progress.finish();
     for (const entry of pending) entry.terms.dispose();
+    reducer?.dispose();
   }
 
   if (world > 1) {

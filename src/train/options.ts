@@ -63,6 +63,7 @@ export const TrainOptionsSchema = z.object({
   distUrl: z.string().regex(/^(env:\/\/|tcp:\/\/.+:\d+\/?)$/, "expected tcp://host:port or env://").optional(),
   distBackend: z.enum(["gloo", "nccl"]).optional(),
   distTimeout: z.number().positive().default(1800),
+  disableGradOverlap: z.boolean().default(false),
 }).strict();
 
 export type TrainOptions = z.infer<typeof TrainOptionsSchema>;
@@ -151,6 +152,11 @@ const FLAGS: Record<string, FlagSpec> = {
   "dist-url": { key: "distUrl", kind: "string", help: "rendezvous tcp://host:port (default: MASTER_ADDR/PORT)" },
   "dist-backend": { key: "distBackend", kind: "string", help: "gloo | nccl (default: nccl on CUDA, else gloo)" },
   "dist-timeout": { key: "distTimeout", kind: "number", help: "seconds before a stuck collective fails (1800)" },
+  "disable-grad-overlap": {
+    key: "disableGradOverlap",
+    kind: "boolean",
+    help: "all-reduce gradients after backward, not bucket by bucket during it",
+  },
 };
 const ALIASES: Record<string, string> = {
   "clip-loss-weight": "clip_loss_weight",
