@@ -137,14 +137,15 @@ export class MaskVisionTransformer extends Module {
       // golden masks were checked against.
       const fused = collectClsAttention && x.device !== "cpu" && kernelsCompiled();
       if (fused) attentionSum = Tensor.zeros([b, tokens.size(1) - 1], { dtype: "float32", device: x.device });
-      // --grad-checkpointing: the blocks' activations are recomputed in backward (src/nn/checkpoint.ts).
+      // --grad-checkpointing: the blocks' activations are recomputed in backward (src/nn/checkpoint.ts). The final norm
+      // is the stack's last layer, so that its backward runs once on the sum of its consumers' gradients (the CLIP and
+      // iBOT heads in the loss's backward, the decoder in its own), as it does without checkpointing.
       const checkpoints = collectClsAttention ? null : activeCheckpoints();
       const blocks = checkpoints === null ? [...this.blocks] : [];
       if (checkpoints !== null) {
-        tokens = checkpoints.sequential(
-          tokens,
-          [...this.blocks].map((b) => (h) => b.forward(h)),
-        );
+        const layers = [...this.blocks].map((b) => (h: Tensor) => b.forward(h));
+        const normed = checkpoints.sequential(tokens, [...layers, (h) => this.norm.forward(h)]); // (B, 1 + K, D)
+        return { tokens: normed, clsAttention: null };
       }
       for (const block of blocks) {
         let next: Tensor;
