@@ -2,7 +2,8 @@
 // ProcessGroup.gradientReducer) against the all-reduce after backward (averageGradients), on two Gloo ranks: one
 // DetailCLIP step with the gathered CLIP loss, the same step accumulated over two micro-batches, and the step with
 // --grad-checkpointing. The averaged gradients must be bitwise equal (two ranks: each element is the same a + b), the
-// first step must launch nothing early (it learns the gradient counts) and the later ones must overlap.
+// first step must launch nothing early (it learns the gradient counts) and the later ones must overlap. A backward
+// whose graph changed after that (more gradients per parameter) must stop with an error naming --disable-grad-overlap.
 import { ProcessGroup } from "../src/torch/dist.ts";
 import { assert, assertEquals } from "./helpers.ts";
 
@@ -48,6 +49,10 @@ Deno.test({
           );
         }
       }
+      assert(
+        /after its bucket was all-reduced.*--disable-grad-overlap/.test(got.changed_graph),
+        `a changed backward graph: ${got.changed_graph}`,
+      );
     }
   },
 });

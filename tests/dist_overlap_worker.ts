@@ -3,7 +3,8 @@
 // over ranks in two ways: ProcessGroup.averageGradients after backward (the reference) and a GradientReducer whose
 // buckets start during backward. Cases: plain, two accumulated micro-batches (prepare before the second only), and
 // --grad-checkpointing (several engine calls per backward). Prints one JSON line: per case and step, the largest
-// difference from the reference and the buckets launched during backward.
+// difference from the reference and the buckets launched during backward; then the error of a step whose backward
+// graph changed after the reducer learned it.
 import { detailClipLoss, IBOTLoss } from "../src/losses/mod.ts";
 import { type DetailClipConfig, parseModelConfig } from "../src/models/configs.ts";
 import { DetailCLIP } from "../src/models/detailclip.ts";
@@ -96,6 +97,23 @@ for (const [name, spec] of Object.entries(cases)) {
     steps.push({ diff: maxDiff(grads(), reference), overlapped });
   }
   out[name] = { buckets: reducer.buckets, steps };
+  reducer.dispose();
+}
+// A backward whose graph changed after the counts were learned (checkpointing switched on: two gradients per
+// ViT block parameter instead of one) must stop with an error, not average half a gradient.
+{
+  const reducer = pg.gradientReducer(trainable, 0.01)!;
+  backward(0, null, () => reducer.prepare());
+  reducer.finish();
+  model.zeroGrad();
+  backward(0, new ActivationCheckpoints(), () => reducer.prepare());
+  try {
+    reducer.finish();
+    out.changed_graph = "no error";
+  } catch (error) {
+    out.changed_graph = (error as Error).message;
+  }
+  model.zeroGrad();
   reducer.dispose();
 }
 pg.barrier();
