@@ -3,8 +3,10 @@
 // CLIP ViT-B/16, at CPU-sized batches of random 224 px images and captions. Each case runs in a fresh process (peak RSS
 // only grows within a process): it builds the model, runs one untimed step, reads VmHWM, then times `--steps` steps.
 // Peak memory is reported as VmHWM and as its rise above the built model (parameters, gradients, teacher).
+// Step times of separate processes see different loads from other jobs, so `--mode alternate` times the two modes in
+// one process instead, alternating plain and checkpointed steps, forward and backward apart (medians of --steps each).
 // Usage: deno task bench:checkpointing [--steps N] [--threads T] [--batch B] [--json]
-//        (one case: --case detailclip|clip --mode plain|checkpointed, printing one JSON line)
+//        (one case: --case detailclip|clip --mode plain|checkpointed|alternate, printing one JSON line)
 import { parseArgs } from "node:util";
 import { clipLoss, detailClipLoss, IBOTLoss } from "../src/losses/mod.ts";
 import { buildPreset } from "../src/models/build.ts";
@@ -24,7 +26,13 @@ function memoryMiB(): { peak: number; now: number } {
   return { peak: field("VmHWM"), now: field("VmRSS") };
 }
 
-function runCase(name: Case, checkpointed: boolean, batch: number, steps: number): Record<string, unknown> {
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+function runCase(name: Case, mode: string, batch: number, steps: number): Record<string, unknown> {
+  const checkpointed = mode === "checkpointed";
   manualSeed(0);
   const preset = modelPreset(CASES[name]);
   const model = buildPreset(CASES[name]);
@@ -41,7 +49,8 @@ function runCase(name: Case, checkpointed: boolean, batch: number, steps: number
     for (let t = 0; t < context; t++) ids.push(t < 10 + b ? 1 + (97 * b + 31 * t) % 40000 : t === 10 + b ? 49407 : 0);
   }
   const text = Tensor.fromArray(ids, [batch, context], { dtype: "int64" });
-  const checkpoints = checkpointed ? new ActivationCheckpoints() : null;
+  let checkpoints = checkpointed ? new ActivationCheckpoints() : null;
+  let forwardEnd = 0;
   const step = (): void => {
     tidy(() => {
       const loss = withCheckpoints(checkpoints, () => {
@@ -52,11 +61,40 @@ function runCase(name: Case, checkpointed: boolean, batch: number, steps: number
         const { imageEmbed, textEmbed, logitScale } = (model as CLIP).forward(u, text);
         return clipLoss({ imageU: imageEmbed, imageV: imageEmbed, text: textEmbed, logitScale }).loss;
       });
+      forwardEnd = performance.now();
       if (checkpoints) checkpoints.backward(loss);
       else loss.backward();
     });
     model.zeroGrad();
   };
+  if (mode === "alternate") {
+    const times: Record<string, { forward: number[]; backward: number[] }> = {
+      plain: { forward: [], backward: [] },
+      checkpointed: { forward: [], backward: [] },
+    };
+    for (let i = 0; i <= steps; i++) {
+      for (const which of ["plain", "checkpointed"] as const) {
+        checkpoints = which === "checkpointed" ? new ActivationCheckpoints() : null;
+        const start = performance.now();
+        step();
+        if (i === 0) continue; // warm-up
+        times[which].forward.push((forwardEnd - start) / 1000);
+        times[which].backward.push((performance.now() - forwardEnd) / 1000);
+      }
+    }
+    const summary = (t: { forward: number[]; backward: number[] }) => ({
+      forward_s: median(t.forward),
+      backward_s: median(t.backward),
+    });
+    return {
+      case: name,
+      model: CASES[name],
+      mode,
+      batch,
+      plain: summary(times.plain),
+      checkpointed: summary(times.checkpointed),
+    };
+  }
   const built = memoryMiB().peak;
   step();
   const peak = memoryMiB().peak;
@@ -66,7 +104,6 @@ function runCase(name: Case, checkpointed: boolean, batch: number, steps: number
     step();
     times.push((performance.now() - start) / 1000);
   }
-  times.sort((a, b) => a - b);
   return {
     case: name,
     model: CASES[name],
@@ -75,7 +112,7 @@ function runCase(name: Case, checkpointed: boolean, batch: number, steps: number
     built_mib: Math.round(built),
     peak_mib: Math.round(peak),
     activations_mib: Math.round(peak - built),
-    step_s: times.length ? times[Math.floor(times.length / 2)] : null,
+    step_s: times.length ? median(times) : null,
   };
 }
 
@@ -97,7 +134,7 @@ if (values.case !== undefined) {
   const name = values.case as Case;
   if (!(name in CASES)) throw new Error(`--case ${name}: expected detailclip or clip`);
   const batch = Number(values.batch ?? (name === "detailclip" ? 2 : 4));
-  console.log(JSON.stringify(runCase(name, values.mode === "checkpointed", batch, steps)));
+  console.log(JSON.stringify(runCase(name, values.mode ?? "plain", batch, steps)));
 } else {
   const rows: Record<string, unknown>[] = [];
   for (const name of Object.keys(CASES) as Case[]) {
