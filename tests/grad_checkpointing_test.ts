@@ -1,6 +1,7 @@
 // grad_checkpointing_test.ts: --grad-checkpointing (src/nn/checkpoint.ts). The same step with and without it must give every
 // parameter the same gradient (within 1e-6), record one segment per checkpointed stack (student ViT per view, decoder
-// per view, text tower), leak no native handle, and leave a step that runs under no_grad untouched.
+// per view, text tower), leak no native handle, and leave a step that runs under no_grad untouched; and the training
+// loop with the option logs the losses of the loop without it.
 import { clipLoss, detailClipLoss, IBOTLoss } from "../src/losses/mod.ts";
 import { CLIP } from "../src/models/clip.ts";
 import { type ClipConfig, type DetailClipConfig, parseModelConfig } from "../src/models/configs.ts";
@@ -8,6 +9,8 @@ import { DetailCLIP } from "../src/models/detailclip.ts";
 import { ActivationCheckpoints, withCheckpoints } from "../src/nn/checkpoint.ts";
 import type { Module } from "../src/nn/module.ts";
 import { liveTensors, manualSeed, noGrad, Tensor, tidy } from "../src/torch/mod.ts";
+import { parseTrainOptions } from "../src/train/options.ts";
+import { train } from "../src/train/loop.ts";
 import { assert, assertEquals } from "./helpers.ts";
 
 const detailClipConfig = parseModelConfig({
@@ -172,4 +175,25 @@ Deno.test("checkpointing records nothing under no_grad, and clear() frees an unu
   assertEquals(liveTensors(), before, "live handles after clear()");
   for (const t of Object.values(data)) t.dispose();
   model.dispose();
+});
+
+Deno.test("train --grad-checkpointing logs the losses of the same run without it", async () => {
+  const losses = async (extra: string[]): Promise<number[]> => {
+    const dir = Deno.makeTempDirSync({ prefix: "dc_gradckpt_" });
+    const options = parseTrainOptions([
+      ...["--batch-size", "4", "--max-steps", "3", "--print-freq", "1", "--eval-size", "0", "--threads", "1"],
+      ...["--output-dir", dir, ...extra],
+    ]);
+    await train(options, () => {});
+    const lines = Deno.readTextFileSync(`${dir}/metrics.jsonl`).trim().split("\n").map((l) => JSON.parse(l));
+    Deno.removeSync(dir, { recursive: true });
+    return lines.filter((l) => l.type === "interval").map((l) => l.loss as number);
+  };
+  const plain = await losses([]);
+  const checkpointed = await losses(["--grad-checkpointing"]);
+  assertEquals(plain.length, 3);
+  assertEquals(checkpointed.length, 3);
+  plain.forEach((loss, i) => {
+    assert(Math.abs(loss - checkpointed[i]) <= 1e-5 * Math.abs(loss), `step ${i + 1}: ${loss} vs ${checkpointed[i]}`);
+  });
 });
