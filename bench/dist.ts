@@ -3,7 +3,8 @@
 // by side in one invocation, through the CLI exactly as a user runs it (`train` with torchrun variables). It reports
 // images/s of each, the 2-rank/1-rank ratio, and the share of rank 0's step time spent in collectives (gradient
 // all-reduce, feature gathers, center and metric reductions, waiting for the other rank included; the gather's
-// backward all-reduce runs inside backward and is not counted).
+// backward all-reduce runs inside backward and is not counted). The two-rank run is made twice: with the gradient
+// buckets all-reduced during backward (the default) and after it (--disable-grad-overlap).
 // Usage: deno run -A --unstable-ffi bench/dist.ts [--steps N] [--batch B] [--threads T] [--model NAME] [--json]
 import { parseArgs } from "node:util";
 
@@ -34,9 +35,10 @@ interface Result {
   stepsPerSecond: number;
   imagesPerSecond: number;
   commShare: number | null;
+  overlap: boolean;
 }
 
-async function run(world: number): Promise<Result> {
+async function run(world: number, overlap = true): Promise<Result> {
   const dir = Deno.makeTempDirSync({ prefix: "dc_bench_dist_" });
   const perRank = (2 * batch) / world;
   const threadsPerRank = Math.max(1, Math.floor(threads / world));
@@ -62,6 +64,7 @@ async function run(world: number): Promise<Result> {
     String(threadsPerRank),
     "--output-dir",
     dir,
+    ...(overlap ? [] : ["--disable-grad-overlap"]),
   ];
   const port = String(freePort());
   const children = Array.from({ length: world }, (_, rank) =>
@@ -90,19 +93,22 @@ async function run(world: number): Promise<Result> {
     stepsPerSecond,
     imagesPerSecond: stepsPerSecond * 2 * batch,
     commShare: comm ? Number(comm[1]) / Number(comm[2]) : null,
+    overlap,
   };
 }
 
 const one = await run(1);
 const two = await run(2);
+const after = await run(2, false);
 if (values.json) {
-  console.log(JSON.stringify({ model: values.model, steps, globalBatch: 2 * batch, threads, one, two }));
+  console.log(JSON.stringify({ model: values.model, steps, globalBatch: 2 * batch, threads, one, two, after }));
 } else {
   console.log(`${values.model}, ${steps} steps of global batch ${2 * batch}, ${threads} threads in all (CPU, Gloo)`);
-  console.log("ranks | batch/rank | threads/rank | steps/s | images/s | collectives share of step time");
-  for (const r of [one, two]) {
+  console.log("ranks | gradient all-reduce | batch/rank | threads/rank | steps/s | images/s | collectives share");
+  for (const r of [one, two, after]) {
+    const when = r.ranks === 1 ? "-" : r.overlap ? "during backward" : "after backward";
     console.log(
-      `${String(r.ranks).padStart(5)} | ${String(r.perRankBatch).padStart(10)} | ${
+      `${String(r.ranks).padStart(5)} | ${when.padEnd(19)} | ${String(r.perRankBatch).padStart(10)} | ${
         String(r.threadsPerRank).padStart(12)
       } | ${r.stepsPerSecond.toFixed(2).padStart(7)} | ${r.imagesPerSecond.toFixed(1).padStart(8)} | ${
         r.commShare === null ? "-" : `${(100 * r.commShare).toFixed(1)}%`
@@ -110,4 +116,5 @@ if (values.json) {
     );
   }
   console.log(`2 ranks / 1 rank throughput: ${(two.imagesPerSecond / one.imagesPerSecond).toFixed(2)}x`);
+  console.log(`overlap / after backward: ${(two.imagesPerSecond / after.imagesPerSecond).toFixed(2)}x`);
 }

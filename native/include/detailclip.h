@@ -39,7 +39,7 @@ typedef void* dc_guard;
 #define DC_NONBLOCKING
 
 /* Bump when any signature or code below changes; src/torch/lib.ts refuses a library with another version. */
-#define DC_ABI_VERSION 7
+#define DC_ABI_VERSION 8
 
 /* ---- library, errors, runtime ------------------------------------------------------------------------------- */
 DC_API int32_t dc_abi_version(void);
@@ -319,6 +319,16 @@ DC_API int32_t dc_dist_barrier(int64_t group);
 /* Averages the .grad of each parameter over ranks: flat buckets of about bucket_bytes, one all-reduce each, all in
  * flight together, then divided by world and copied back. A parameter without a gradient gets a zero one first. */
 DC_API int32_t dc_dist_average_grads_(int64_t group, const dc_tensor* params, int64_t n, int64_t bucket_bytes);
+/* The same average, overlapped with backward: post hooks on the parameters' gradient accumulators launch each bucket's
+ * all-reduce as soon as its gradients are complete. prepare() before the backward (of the last micro-step), finish()
+ * after it: launches what is left, waits, divides by world and copies back. The first prepared step learns how many
+ * gradients each parameter gets and reduces at finish only. new returns an id (-1 on error). */
+DC_API int64_t dc_dist_reducer_new(int64_t group, const dc_tensor* params, int64_t n, int64_t bucket_bytes);
+DC_API int32_t dc_dist_reducer_prepare(int64_t reducer);
+/* finish returns how many buckets were launched during backward (overlapped), -1 on error. */
+DC_API int64_t dc_dist_reducer_finish(int64_t reducer);
+DC_API int64_t dc_dist_reducer_buckets(int64_t reducer);
+DC_API int32_t dc_dist_reducer_free(int64_t reducer);
 /* The rendezvous store: key is NUL-terminated; get waits up to the timeout, copies min(size, capacity) bytes into out
  * and returns the value's size. */
 DC_API int32_t dc_dist_store_set(int64_t group, const char* key, const void* value, int64_t nbytes);

@@ -34,6 +34,8 @@
 #endif
 
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Types.hpp>
@@ -367,6 +369,172 @@ struct GatherWithGrad : public torch::autograd::Function<GatherWithGrad> {
   }
 };
 
+// ---- gradient reducer: bucketed all-reduce launched during backward -------------------------------------------------
+//
+// DDP's overlap, without DDP: a post hook on each parameter's gradient accumulator (the AccumulateGrad node, held
+// here so that it outlives the graph) counts the gradients that reach the parameter. When every member of a bucket has
+// received all the gradients it will get in this backward, the bucket is flattened and its all-reduce launched, while
+// backward goes on with the layers before it. Buckets launch strictly in index order (a ready bucket waits for the
+// ones before it), so every rank issues the same collectives in the same order whatever its engine does. finish()
+// launches what is left, waits, divides by world and copies back; the values are the same as dc_dist_average_grads_'s.
+//
+// How many gradients a parameter gets per backward is learned on the first armed step, which reduces everything at
+// finish (no overlap); the counts are then compared over ranks (a mismatch is an error, since the launch order would
+// differ). A backward may run in several engine calls (--grad-checkpointing), so counts can exceed one. A gradient
+// that arrives after its bucket was launched would be lost: it is an error at finish, never a silent wrong average.
+// Hooks only count while armed (prepare() before the last micro-step's backward), so accumulation micro-steps cost
+// nothing. The hooks run on the thread the engine runs the accumulator on (the caller's for CPU tensors, a device
+// thread for CUDA ones); the reducer's own mutex orders them against finish().
+using Accumulator = decltype(torch::autograd::impl::grad_accumulator(std::declval<const at::Tensor&>()));
+
+struct ReducerBucket {
+  std::vector<size_t> members;  // parameter indices
+  at::Tensor flat;
+  c10::intrusive_ptr<c10d::Work> work;
+  int64_t pending = 0;  // members still waiting for a gradient in this backward
+  bool launched = false;
+};
+
+struct Reducer {
+  std::shared_ptr<Group> group;
+  std::vector<at::Tensor> params;
+  std::vector<Accumulator> accumulators;
+  std::vector<size_t> bucket_of;
+  std::vector<ReducerBucket> buckets;
+  std::vector<int64_t> expected;  // gradients per backward, learned on the first armed step
+  std::vector<int64_t> seen;
+  bool learned = false;
+  bool armed = false;
+  size_t next_bucket = 0;
+  std::string late;  // the first gradient that came after its bucket left
+  std::mutex mutex;
+};
+
+std::mutex reducer_registry_mutex;
+int64_t next_reducer_id = 0;
+
+std::map<int64_t, std::shared_ptr<Reducer>>& reducers() {
+  static auto* all = new std::map<int64_t, std::shared_ptr<Reducer>>();
+  return *all;
+}
+
+std::shared_ptr<Reducer> get_reducer(int64_t id) {
+  std::lock_guard<std::mutex> lock(reducer_registry_mutex);
+  auto it = reducers().find(id);
+  if (it == reducers().end()) throw std::invalid_argument("dist reducer: no reducer with id " + std::to_string(id));
+  return it->second;
+}
+
+// Flattens the bucket's gradients (a missing one becomes zeros, as dc_dist_average_grads_ does) and launches its
+// all-reduce. Called with r.mutex held.
+void launch_bucket(Reducer& r, ReducerBucket& b) {
+  Group& g = *r.group;
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> grads;
+  for (size_t i : b.members) {
+    at::Tensor& grad = r.params[i].mutable_grad();
+    if (!grad.defined()) grad = at::zeros_like(r.params[i]);
+    grads.push_back(grad);
+  }
+  b.flat = flatten(grads, needs_upcast(g, grads[0]));
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = c10d::ReduceOp::SUM;
+  opts.timeout = g.timeout;
+  std::lock_guard<std::mutex> lock(g.mutex);
+  if (!g.broken.empty()) {
+    throw std::runtime_error("dist reducer: the process group is unusable after an earlier failure: " + g.broken);
+  }
+  std::vector<at::Tensor> one{b.flat};
+  try {
+    b.work = g.comm->allreduce(one, opts);
+  } catch (const c10::Error& e) {
+    fail(g, "reducer all_reduce", e.what_without_backtrace());
+  }
+  b.launched = true;
+}
+
+void launch_ready(Reducer& r, bool all) {
+  while (r.next_bucket < r.buckets.size() && (all || r.buckets[r.next_bucket].pending == 0)) {
+    launch_bucket(r, r.buckets[r.next_bucket]);
+    r.next_bucket++;
+  }
+}
+
+void on_gradient(Reducer& r, size_t i) {
+  std::lock_guard<std::mutex> lock(r.mutex);
+  if (!r.armed) return;
+  r.seen[i]++;
+  if (!r.learned) return;
+  ReducerBucket& b = r.buckets[r.bucket_of[i]];
+  if (b.launched) {
+    if (r.late.empty()) {
+      r.late = "parameter " + std::to_string(i) + " received gradient " + std::to_string(r.seen[i]) + " of this " +
+               "backward after its bucket was all-reduced (it got " + std::to_string(r.expected[i]) +
+               " on the first step): the backward graph changed between steps";
+    }
+    return;
+  }
+  if (r.seen[i] == r.expected[i] && --b.pending == 0) launch_ready(r, false);
+}
+
+void arm(Reducer& r) {
+  std::lock_guard<std::mutex> lock(r.mutex);
+  if (r.armed) throw std::logic_error("dist reducer: prepare() called twice without finish()");
+  std::fill(r.seen.begin(), r.seen.end(), 0);
+  r.late.clear();
+  r.next_bucket = 0;
+  for (auto& b : r.buckets) {
+    b.launched = false;
+    b.work.reset();
+    b.flat = at::Tensor();
+    b.pending = 0;
+    for (size_t i : b.members) b.pending += r.learned && r.expected[i] > 0 ? 1 : 0;
+  }
+  r.armed = true;
+}
+
+// Returns how many buckets backward had launched before this call (the overlapped ones).
+int64_t finish(Reducer& r) {
+  std::lock_guard<std::mutex> lock(r.mutex);
+  if (!r.armed) throw std::logic_error("dist reducer: finish() without prepare()");
+  r.armed = false;
+  Group& g = *r.group;
+  if (!r.learned) {
+    // Every rank must have learned the same counts, or their launch orders would differ.
+    at::NoGradGuard no_grad;
+    at::Tensor counts = at::tensor(r.seen, at::TensorOptions().dtype(at::kLong)).to(g.device);
+    at::Tensor low = counts.neg();
+    all_reduce_inplace(g, counts, 2, "reducer counts");
+    all_reduce_inplace(g, low, 2, "reducer counts");
+    if (!at::equal(counts, low.neg())) {
+      throw std::runtime_error("dist reducer: the ranks' backward graphs differ (parameters receive different numbers "
+                               "of gradients on different ranks); train with --disable-grad-overlap");
+    }
+    r.expected = r.seen;
+    r.learned = true;
+  }
+  if (!r.late.empty()) throw std::runtime_error("dist reducer: " + r.late + "; train with --disable-grad-overlap");
+  const auto overlapped = static_cast<int64_t>(r.next_bucket);
+  launch_ready(r, true);
+  try {
+    for (auto& b : r.buckets) b.work->wait(g.timeout + Millis(5000));
+  } catch (const c10::Error& e) {
+    fail(g, "reducer all_reduce", e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    fail(g, "reducer all_reduce", e.what());
+  }
+  at::NoGradGuard no_grad;
+  for (auto& b : r.buckets) {
+    b.flat.div_(static_cast<double>(g.world));
+    std::vector<at::Tensor> grads;
+    for (size_t i : b.members) grads.push_back(r.params[i].mutable_grad());
+    unflatten_into(b.flat, grads);
+    b.flat = at::Tensor();
+    b.work.reset();
+  }
+  return overlapped;
+}
+
 std::string c_string(const char* s, const char* what) {
   if (s == nullptr) throw std::invalid_argument(std::string(what) + " is NULL");
   return std::string(s);
@@ -637,6 +805,76 @@ int32_t dc_dist_average_grads_(int64_t group, const dc_tensor* params, int64_t n
     for (auto& b : buckets) {
       b.flat.div_(static_cast<double>(g->world));
       unflatten_into(b.flat, b.members);
+    }
+  })
+}
+
+// Buckets are filled in reverse parameter order (gradients arrive roughly last layer first), the first one 1 MiB (as
+// DDP's first bucket) so that communication starts early, the others about bucket_bytes.
+int64_t dc_dist_reducer_new(int64_t group, const dc_tensor* params, int64_t n, int64_t bucket_bytes) {
+  DC_GUARD_BEGIN
+    auto g = get_group(group);
+    check_comm(*g, "reducer");
+    if (bucket_bytes < 1) throw std::invalid_argument("dist reducer: bucket_bytes must be positive");
+    auto r = std::make_shared<Reducer>();
+    r->group = g;
+    r->params = dc::tensor_list(params, n);
+    const size_t count = r->params.size();
+    r->bucket_of.assign(count, 0);
+    r->seen.assign(count, 0);
+    r->expected.assign(count, 0);
+    int64_t bytes = 0;
+    int64_t limit = std::min<int64_t>(bucket_bytes, 1 << 20);
+    for (size_t k = count; k-- > 0;) {
+      const at::Tensor& p = r->params[k];
+      if (!p.requires_grad() || !p.is_leaf()) {
+        throw std::invalid_argument("dist reducer: parameter " + std::to_string(k) + " is not a leaf that requires grad");
+      }
+      check_device(*g, p, "reducer");
+      const int64_t size = p.numel() * static_cast<int64_t>(p.element_size());
+      const bool same_kind = !r->buckets.empty() &&
+                             r->params[r->buckets.back().members[0]].scalar_type() == p.scalar_type() &&
+                             r->params[r->buckets.back().members[0]].device() == p.device();
+      if (r->buckets.empty() || !same_kind || bytes + size > limit) {
+        if (!r->buckets.empty()) limit = bucket_bytes;
+        r->buckets.emplace_back();
+        bytes = 0;
+      }
+      r->buckets.back().members.push_back(k);
+      r->bucket_of[k] = r->buckets.size() - 1;
+      bytes += size;
+    }
+    std::weak_ptr<Reducer> weak = r;
+    for (size_t k = 0; k < count; ++k) {
+      auto accumulator = torch::autograd::impl::grad_accumulator(r->params[k]);
+      accumulator->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+          [weak, k](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+            if (auto reducer = weak.lock()) on_gradient(*reducer, k);
+            return outputs;
+          }));
+      r->accumulators.push_back(std::move(accumulator));
+    }
+    std::lock_guard<std::mutex> lock(reducer_registry_mutex);
+    const int64_t id = next_reducer_id++;
+    reducers()[id] = r;
+    return id;
+  DC_GUARD_END(-1)
+}
+
+int32_t dc_dist_reducer_prepare(int64_t reducer) { DC_STATUS(arm(*get_reducer(reducer))) }
+
+int64_t dc_dist_reducer_finish(int64_t reducer) { DC_COUNT(finish(*get_reducer(reducer))) }
+
+int64_t dc_dist_reducer_buckets(int64_t reducer) {
+  DC_COUNT(static_cast<int64_t>(get_reducer(reducer)->buckets.size()))
+}
+
+// The hooks stay on the accumulators (a post hook cannot be removed) but find no reducer and do nothing.
+int32_t dc_dist_reducer_free(int64_t reducer) {
+  DC_STATUS({
+    std::lock_guard<std::mutex> lock(reducer_registry_mutex);
+    if (reducers().erase(reducer) == 0) {
+      throw std::invalid_argument("dist reducer: no reducer with id " + std::to_string(reducer));
     }
   })
 }

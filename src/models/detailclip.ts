@@ -5,6 +5,7 @@
 // the decisions of docs/parity.md#deviations-from-the-official-code (no in-place CLS overwrite, any grid and cell size,
 // mask ratio 0 without a crash).
 import { Block, LayerNorm, Linear, ModuleList } from "../nn/mod.ts";
+import { activeCheckpoints } from "../nn/checkpoint.ts";
 import { cat, emaUpdate_, noGrad, Tensor } from "../torch/mod.ts";
 import type { DetailClipConfig } from "./configs.ts";
 import { restoreSequence, sincosPosEmbed2d } from "./decoder.ts";
@@ -177,7 +178,9 @@ export class DetailCLIP extends CLIP {
     let x = this.decoder_embed.forward(latent); // (B, 1+K, D)
     x = restoreSequence(x, this.mask_token, idsRestore); // (B, 1+L, D)
     x = x.add(this.decoder_pos_embed);
-    for (const block of this.decoder_blocks) x = block.forward(x);
+    const checkpoints = activeCheckpoints(); // --grad-checkpointing (src/nn/checkpoint.ts)
+    if (checkpoints !== null) x = checkpoints.sequential(x, [...this.decoder_blocks].map((b) => (h) => b.forward(h)));
+    else for (const block of this.decoder_blocks) x = block.forward(x);
     return this.decoder_norm.forward(x); // (B, 1+L, D)
   }
 

@@ -5,6 +5,7 @@
 import type { Activation } from "../nn/activation.ts";
 import type { Embedding } from "../nn/embedding.ts";
 import type { LayerNorm } from "../nn/layer_norm.ts";
+import { activeCheckpoints } from "../nn/checkpoint.ts";
 import { Module } from "../nn/module.ts";
 import { ModuleList } from "../nn/module_list.ts";
 import { ResidualAttentionBlock } from "../nn/residual_attention_block.ts";
@@ -42,6 +43,14 @@ export class TextTransformer extends Module {
   /** x: (B, L, D), mask: (L, L) additive or null -> (B, L, D). */
   forward(x: Tensor, mask: Tensor | null): Tensor {
     return tidy(() => {
+      // --grad-checkpointing: the blocks' activations are recomputed in backward (src/nn/checkpoint.ts).
+      const checkpoints = activeCheckpoints();
+      if (checkpoints !== null) {
+        const layers = [...this.resblocks].map((block) => (h: Tensor, ...m: Tensor[]) =>
+          block.forward(h, m[0] ?? null)
+        );
+        return checkpoints.sequential(x, layers, mask === null ? [] : [mask]);
+      }
       let h = x; // h: (B, L, D)
       for (const block of this.resblocks) {
         const next = block.forward(h, mask);

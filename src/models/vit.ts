@@ -4,6 +4,7 @@
 // indices of the patches to keep. The teacher's CLS attention is accumulated as a running sum of CLS rows, never as
 // full maps (docs/parity.md#teacher-attention-memory).
 import { Block } from "../nn/block.ts";
+import { activeCheckpoints } from "../nn/checkpoint.ts";
 import { Conv2d } from "../nn/conv.ts";
 import { LayerNorm } from "../nn/layer_norm.ts";
 import { Module } from "../nn/module.ts";
@@ -136,7 +137,17 @@ export class MaskVisionTransformer extends Module {
       // golden masks were checked against.
       const fused = collectClsAttention && x.device !== "cpu" && kernelsCompiled();
       if (fused) attentionSum = Tensor.zeros([b, tokens.size(1) - 1], { dtype: "float32", device: x.device });
-      for (const block of this.blocks) {
+      // --grad-checkpointing: the blocks' activations are recomputed in backward (src/nn/checkpoint.ts). The final norm
+      // is the stack's last layer, so that its backward runs once on the sum of its consumers' gradients (the CLIP and
+      // iBOT heads in the loss's backward, the decoder in its own), as it does without checkpointing.
+      const checkpoints = collectClsAttention ? null : activeCheckpoints();
+      const blocks = checkpoints === null ? [...this.blocks] : [];
+      if (checkpoints !== null) {
+        const layers = [...this.blocks].map((b) => (h: Tensor) => b.forward(h));
+        const normed = checkpoints.sequential(tokens, [...layers, (h) => this.norm.forward(h)]); // (B, 1 + K, D)
+        return { tokens: normed, clsAttention: null };
+      }
+      for (const block of blocks) {
         let next: Tensor;
         if (fused) {
           next = block.forwardAccumulatingClsAttention(tokens, attentionSum as Tensor);

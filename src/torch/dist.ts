@@ -377,6 +377,19 @@ export class ProcessGroup {
     this.#check(status);
   }
 
+  /**
+   * averageGradients overlapped with backward (DDP's buckets): call prepare() before the backward of the last
+   * micro-step and finish() after it. null on a single process, where there is nothing to average.
+   */
+  gradientReducer(params: readonly Tensor[], bucketMb = DEFAULT_BUCKET_MB): GradientReducer | null {
+    if (!this.distributed || params.length === 0) return null;
+    const group = this.#group("reducer");
+    const bucket = i64(Math.max(1, Math.round(bucketMb * 2 ** 20)));
+    const id = native().dc_dist_reducer_new(group, handleList(params), i64(params.length), bucket);
+    if (id < 0n) throw new DistError(lastError());
+    return new GradientReducer(id, (fn) => this.#timed(fn));
+  }
+
   /** Sets a key in the rendezvous store (a local map on a single process). */
   storeSet(key: string, value: string | Uint8Array): void {
     const bytes = typeof value === "string" ? new TextEncoder().encode(value) : value;
@@ -471,5 +484,58 @@ export class ProcessGroup {
 
   [Symbol.dispose](): void {
     this.destroy();
+  }
+}
+
+/**
+ * Gradient averaging whose bucket all-reduces start during backward (dist.cpp's reducer): hooks on the parameters'
+ * gradient accumulators launch a bucket as soon as all its gradients are in. The first prepared step learns how many
+ * gradients each parameter receives per backward and reduces only at finish(); later steps overlap. The result equals
+ * ProcessGroup.averageGradients'.
+ */
+export class GradientReducer {
+  #id: bigint | null;
+
+  constructor(id: bigint, readonly timed: <T>(fn: () => T) => T) {
+    this.#id = id;
+  }
+
+  #reducer(op: string): bigint {
+    if (this.#id === null) throw new DistError(`dist reducer ${op}: the reducer was disposed`);
+    return this.#id;
+  }
+
+  /** Arms the hooks for the next backward (the last micro-step's). */
+  prepare(): void {
+    if (native().dc_dist_reducer_prepare(this.#reducer("prepare")) !== 0) throw new DistError(lastError());
+  }
+
+  /**
+   * After that backward: launches the buckets not yet launched, waits for all, and leaves the mean in each .grad.
+   * Returns how many buckets backward had already launched (overlapped with it).
+   */
+  finish(): number {
+    const id = this.#reducer("finish");
+    const overlapped = this.timed(() => native().dc_dist_reducer_finish(id));
+    if (overlapped < 0n) throw new DistError(lastError());
+    return Number(overlapped);
+  }
+
+  /** How many buckets the parameters were split into. */
+  get buckets(): number {
+    const count = native().dc_dist_reducer_buckets(this.#reducer("buckets"));
+    if (count < 0n) throw new DistError(lastError());
+    return Number(count);
+  }
+
+  dispose(): void {
+    if (this.#id === null) return;
+    const id = this.#id;
+    this.#id = null;
+    if (native().dc_dist_reducer_free(id) !== 0) throw new DistError(lastError());
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 }

@@ -1229,6 +1229,39 @@ export const symbols = {
     ],
     result: "i32", /* int32_t */
   },
+  dc_dist_reducer_new: {
+    parameters: [
+      "i64", /* int64_t group */
+      "buffer", /* const dc_tensor* params */
+      "i64", /* int64_t n */
+      "i64", /* int64_t bucket_bytes */
+    ],
+    result: "i64", /* int64_t */
+  },
+  dc_dist_reducer_prepare: {
+    parameters: [
+      "i64", /* int64_t reducer */
+    ],
+    result: "i32", /* int32_t */
+  },
+  dc_dist_reducer_finish: {
+    parameters: [
+      "i64", /* int64_t reducer */
+    ],
+    result: "i64", /* int64_t */
+  },
+  dc_dist_reducer_buckets: {
+    parameters: [
+      "i64", /* int64_t reducer */
+    ],
+    result: "i64", /* int64_t */
+  },
+  dc_dist_reducer_free: {
+    parameters: [
+      "i64", /* int64_t reducer */
+    ],
+    result: "i32", /* int32_t */
+  },
   dc_dist_store_set: {
     parameters: [
       "i64", /* int64_t group */
@@ -1388,7 +1421,7 @@ export const symbols = {
 
 /** The integer codes of detailclip.h (op codes and the ABI version), without the DC_ prefix. */
 export const codes = {
-  ABI_VERSION: 7,
+  ABI_VERSION: 8,
   NEG: 0,
   EXP: 1,
   LOG: 2,

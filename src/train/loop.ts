@@ -30,6 +30,7 @@ import {
   tidy,
 } from "../torch/mod.ts";
 import { ProcessGroup } from "../torch/dist.ts";
+import { ActivationCheckpoints, withCheckpoints } from "../nn/checkpoint.ts";
 import { autocastUnsupported, GradScaler, type Precision } from "./amp.ts";
 import { checkpointPath, findResumeCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
 import { describeNonFinite, nonFiniteTensors } from "./finite.ts";
@@ -228,6 +229,12 @@ async function trainRank(
   // rank, datasets opened on rank 0, which alone evaluates.
   const validation = new TrainValidation(options, config.vision.imageSize, rank);
   held.closers.push(() => validation.close());
+  const inPrecision = <T>(fn: () => T): T =>
+    precision === "fp32"
+      ? fn()
+      : autocast(device === "cpu" ? "cpu" : "cuda", precision === "bf16" ? "bfloat16" : "float16", fn);
+  // --grad-checkpointing: block activations are recomputed in backward, in the forward's precision.
+  const checkpoints = options.gradCheckpointing ? new ActivationCheckpoints(inPrecision) : null;
 
   const stepsPerEpoch = Math.floor(source.epochSize / (options.batchSize * world * options.updateFreq));
   if (stepsPerEpoch < 1) {
@@ -375,6 +382,7 @@ async function trainRank(
     ibotCls: options.ibotClsLossWeight,
   };
   const trainable = model.namedTrainableParameters().map(([, p]) => p);
+  const reducer = options.disableGradOverlap ? null : pg.gradientReducer(trainable); // null on one process
   const meter = new MetricMeter();
   const imagesPerStep = options.batchSize * world * options.updateFreq;
   const progress = new ProgressBar({ total: lastStep, rank, log, startStep: step, imagesPerStep });
@@ -478,6 +486,8 @@ async function trainRank(
       const momentum = emaMomentum(options.momentumEma, step, totalSteps);
 
       for (let micro = 0; micro < options.updateFreq; micro++) {
+        using _segments = { [Symbol.dispose]: () => checkpoints?.clear() }; // a failed micro-step's, too
+        if (micro === options.updateFreq - 1) reducer?.prepare();
         tidy(() => {
           const batch = source.batch(epoch, indexInEpoch * options.updateFreq + micro, options.batchSize, {
             rank,
@@ -495,9 +505,7 @@ async function trainRank(
                 ? { gather: (t) => pg.gatherWithGrad(t), allReduceMean: (t) => pg.allReduceMean(t), rank }
                 : undefined,
             });
-          const { loss, terms } = precision === "fp32"
-            ? run()
-            : autocast(device === "cpu" ? "cpu" : "cuda", precision === "bf16" ? "bfloat16" : "float16", run);
+          const { loss, terms } = withCheckpoints(checkpoints, () => inPrecision(run));
           if (poison && poison.step === step && micro === 0 && poison.term !== "parameters") {
             const target = terms[poison.term] ?? terms.loss;
             target.mul_(Number.NaN);
@@ -505,11 +513,16 @@ async function trainRank(
           termNames = Object.keys(terms);
           pending.push({ step, terms: stack(termNames.map((n) => terms[n].detach().float()), 0).keep() });
           const scaled = loss.div(options.updateFreq);
-          (scaler ? scaled.mul(scaler.scale) : scaled).backward();
+          const scaledLoss = scaler ? scaled.mul(scaler.scale) : scaled;
+          if (checkpoints) checkpoints.backward(scaledLoss);
+          else scaledLoss.backward();
         });
       }
 
-      pg.averageGradients(trainable); // DDP's mean over ranks, once per optimizer step (none on micro-steps)
+      // DDP's mean over ranks, once per optimizer step (none on micro-steps): started during the last backward
+      // bucket by bucket, or all at once after it with --disable-grad-overlap.
+      if (reducer) reducer.finish();
+      else pg.averageGradients(trainable);
       const stepOk = scaler ? scaler.unscaleAndUpdate(trainable) : true;
       if (stepOk) optimizer.step(lr);
       if (poison?.term === "parameters" && poison.step === step) noGrad(() => trainable[0].mul_(Number.NaN));
@@ -539,6 +552,7 @@ async function trainRank(
   } finally {
     progress.finish();
     for (const entry of pending) entry.terms.dispose();
+    reducer?.dispose();
   }
 
   if (world > 1) {

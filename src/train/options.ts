@@ -57,6 +57,7 @@ export const TrainOptionsSchema = z.object({
   ibotPatchLossWeight: z.number().min(0).default(1),
   ibotClsLossWeight: z.number().min(0).default(1),
   disableNormPixLoss: z.boolean().default(false),
+  gradCheckpointing: z.boolean().default(false),
   syntheticSize: z.number().int().positive().default(4096),
   syntheticObjects: z.number().int().min(1).max(3).optional(),
   evalSize: z.number().int().min(0).default(1000),
@@ -76,6 +77,7 @@ export const TrainOptionsSchema = z.object({
   distUrl: z.string().regex(/^(env:\/\/|tcp:\/\/.+:\d+\/?)$/, "expected tcp://host:port or env://").optional(),
   distBackend: z.enum(["gloo", "nccl"]).optional(),
   distTimeout: z.number().positive().default(1800),
+  disableGradOverlap: z.boolean().default(false),
 }).strict();
 
 export type TrainOptions = z.infer<typeof TrainOptionsSchema>;
@@ -172,6 +174,11 @@ const FLAGS: Record<string, FlagSpec> = {
   "ibot_patch_loss_weight": { key: "ibotPatchLossWeight", kind: "number", help: "weight of iBOT patch loss (1)" },
   "ibot_cls_loss_weight": { key: "ibotClsLossWeight", kind: "number", help: "weight of iBOT CLS loss (1)" },
   "disable-norm-pix-loss": { key: "disableNormPixLoss", kind: "boolean", help: "raw pixel targets" },
+  "grad-checkpointing": {
+    key: "gradCheckpointing",
+    kind: "boolean",
+    help: "recompute block activations in backward (student, decoder, text): less memory, ~1/3 more compute",
+  },
   "synthetic-size": { key: "syntheticSize", kind: "number", help: "synthetic samples per epoch (4096)" },
   "synthetic-objects": { key: "syntheticObjects", kind: "number", help: "objects per synthetic image, 1-3 (drawn)" },
   "eval-size": { key: "evalSize", kind: "number", help: "held-out synthetic images for zero-shot/retrieval (1000)" },
@@ -213,6 +220,11 @@ const FLAGS: Record<string, FlagSpec> = {
   "dist-url": { key: "distUrl", kind: "string", help: "rendezvous tcp://host:port (default: MASTER_ADDR/PORT)" },
   "dist-backend": { key: "distBackend", kind: "string", help: "gloo | nccl (default: nccl on CUDA, else gloo)" },
   "dist-timeout": { key: "distTimeout", kind: "number", help: "seconds before a stuck collective fails (1800)" },
+  "disable-grad-overlap": {
+    key: "disableGradOverlap",
+    kind: "boolean",
+    help: "all-reduce gradients after backward, not bucket by bucket during it",
+  },
 };
 const ALIASES: Record<string, string> = {
   "clip-loss-weight": "clip_loss_weight",
