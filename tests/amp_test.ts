@@ -4,7 +4,7 @@
 // and step by step against PyTorch's own torch.cuda.amp.GradScaler driving torch.optim.AdamW on the same inputs.
 import { AdamW } from "../src/train/optimizer.ts";
 import { autocastUnsupported, GradScaler } from "../src/train/amp.ts";
-import { loadCheckpoint, saveCheckpoint } from "../src/train/checkpoint.ts";
+import { loadCheckpoint, saveCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import { gradNorm, liveTensors, noGrad, Tensor, tidy, torchVersion } from "../src/torch/mod.ts";
 import { assert, assertClose, assertEquals, assertThrows, uniformValues } from "./helpers.ts";
 import { noTorch, PYTHON } from "./torch_reference.ts";

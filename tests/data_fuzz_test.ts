@@ -9,8 +9,9 @@
 import { deflateRawSync } from "node:zlib";
 import { decodeImage, imageSkipReason, NativeLoader } from "../src/data/loader.ts";
 import { readWebDatasetTable } from "../src/data/webdataset.ts";
-import { crc32, encodePng } from "../src/data/png.ts";
-import { ZIP_DEFLATED, ZIP_STORED, ZipArchive } from "../src/data/zip.ts";
+import { crc32 } from "../src/formats/crc32.ts";
+import { encodePng } from "../src/formats/png.ts";
+import { ZIP_DEFLATED, ZIP_STORED, ZipArchive } from "../src/formats/zip.ts";
 import { liveTensors } from "../src/torch/mod.ts";
 import { assert, assertEquals, missingTool, nativeMissing, pythonModulesMissing } from "./helpers.ts";
 

@@ -4,7 +4,8 @@
 // PNG output is decoded by Python's zlib (and PIL when importable), not by our own code. Only the tensor test needs
 // the native library; it is ignored, with the reason, when the library is missing.
 import { groupEqualCaptions } from "../src/eval/retrieval.ts";
-import { crc32, encodePng } from "../src/data/png.ts";
+import { crc32 } from "../src/formats/crc32.ts";
+import { encodePng } from "../src/formats/png.ts";
 import {
   augmentRng,
   augmentView,

@@ -4,7 +4,7 @@
 // (GLOBAL/STACK_GLOBAL + REDUCE) must be refused without running anything. Then `--dataset yfcc15m` on the official
 // zip layout written by Python's zipfile: batches bit-equal to the extracted files read through the CSV source, and
 // every kind of bad record, zip and member counted.
-import { PickleError, PickleTuple, readPickle } from "../src/data/pickle.ts";
+import { PickleError, PickleTuple, readPickle } from "../src/formats/pickle.ts";
 import {
   readYfccMetadata,
   readYfccTable,
@@ -17,7 +17,7 @@ import { csvTrainSource, readCsvTable } from "../src/data/csv.ts";
 import { type ImageRef, imageSkipReason, NativeLoader } from "../src/data/loader.ts";
 import { ClipTokenizer } from "../src/data/tokenizer.ts";
 import { trainBpe, writeMerges } from "../src/data/bpe_trainer.ts";
-import { ZIP_DEFLATED, ZipArchive } from "../src/data/zip.ts";
+import { ZIP_DEFLATED, ZipArchive } from "../src/formats/zip.ts";
 import { liveTensors, type Tensor } from "../src/torch/mod.ts";
 import { main as yfccToCsv } from "../cli/data_yfcc.ts";
 import { assert, assertEquals, assertThrows, missingTool, nativeOrPilMissing } from "./helpers.ts";

@@ -11,7 +11,7 @@
 // every referenced zip's central directory (about 100 bytes per member), and a dataset whose zips change on disk
 // needs a restart. `yfccImagePath` is the extracted layout the CSV converter (cli/data_yfcc.ts) writes.
 import { join } from "node:path";
-import { PickleError, PickleTuple, type PickleValue, readPickle } from "./pickle.ts";
+import { PickleError, PickleTuple, type PickleValue, readPickle } from "../formats/pickle.ts";
 import {
   checkCaption,
   type FileSourceOptions,
@@ -21,7 +21,7 @@ import {
   SkipCounter,
 } from "./loader.ts";
 import { TextStore } from "./text_store.ts";
-import { ZIP_DEFLATED, ZIP_STORED, ZipArchive } from "./zip.ts";
+import { ZIP_DEFLATED, ZIP_STORED, ZipArchive } from "../formats/zip.ts";
 
 export interface YfccRecord {
   index: number | bigint;

@@ -15,7 +15,7 @@ import {
   PickleTuple,
   type PickleValue,
   readPickle,
-} from "../data/pickle.ts";
+} from "../formats/pickle.ts";
 
 /** A numpy array read from a pickle: C- or Fortran-ordered raw bytes with their dtype string (e.g. "|u1", "<i8"). */
 export class PickledArray {

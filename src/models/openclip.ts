@@ -71,6 +71,7 @@ export class OpenClipVisionTransformer extends Module {
   }
 }
 
+/** The OpenAI/OpenCLIP CLIP architecture, for evaluating released OpenAI and OpenCLIP weights. */
 export class OpenClip extends Module {
   readonly config: OpenClipConfig;
   readonly positional_embedding: Tensor; // (context, textWidth)

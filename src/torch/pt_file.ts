@@ -18,8 +18,8 @@ import {
   PickleTuple,
   type PickleValue,
   readPickle,
-} from "../data/pickle.ts";
-import { ZipArchive, ZipError } from "../data/zip.ts";
+} from "../formats/pickle.ts";
+import { ZipArchive, ZipError } from "../formats/zip.ts";
 import { type Device, type DType, dtypeSize } from "./dtype.ts";
 import { lastError, native } from "./lib.ts";
 import { handleList, int64List, own, Tensor } from "./tensor.ts";

@@ -78,6 +78,7 @@ export const TrainOptionsSchema = z.object({
   distTimeout: z.number().positive().default(1800),
 }).strict();
 
+/** Every training option, the CLI's flags as data (see TrainOptionsSchema for defaults). */
 export type TrainOptions = z.infer<typeof TrainOptionsSchema>;
 
 interface FlagSpec {
@@ -242,6 +243,7 @@ export function trainHelp(): string {
   ].join("\n");
 }
 
+/** An invalid training option; the message names the flag. */
 export class OptionError extends Error {
   constructor(message: string) {
     super(message);
@@ -345,6 +347,7 @@ export function flagOf(key: string): string {
   return entry ? `--${entry[0]}` : key;
 }
 
+/** Validates training options given as data (missing ones take the official defaults); throws OptionError. */
 export function validate(raw: Record<string, unknown>, where: string): TrainOptions {
   const result = TrainOptionsSchema.safeParse(raw);
   if (!result.success) {

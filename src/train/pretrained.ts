@@ -11,7 +11,7 @@
 import { CLIP } from "../models/clip.ts";
 import { DetailCLIP } from "../models/detailclip.ts";
 import { noGrad, type Tensor } from "../torch/mod.ts";
-import { ClipWeightsError, openClipWeights } from "../eval/clip_weights.ts";
+import { ClipWeightsError, openClipWeights } from "../checkpoint/clip_weights.ts";
 import { OptionError } from "./options.ts";
 
 /** Our student key -> the OpenAI/OpenCLIP key it comes from, for every mapped tensor of `model`. */

@@ -2,7 +2,7 @@
 // lines, bitmap text horizontal or rotated, image blits) plus colour maps, ending in PNG bytes. It trades quality
 // for having no dependency: nothing is anti-aliased, lines are Bresenham with a square pen, and every primitive
 // clips silently at the canvas edge (figures draw near their borders on purpose).
-import { encodePng } from "../data/png.ts";
+import { encodePng } from "../formats/png.ts";
 import { GLYPH_ADVANCE, GLYPH_HEIGHT, GLYPH_WIDTH, glyphInk, textWidth } from "./font.ts";
 
 /** An sRGB colour, 0–255 per channel. */
