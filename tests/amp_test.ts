@@ -456,7 +456,7 @@ for (const [name, c] of CASES) {
           assertClose(g.exp_avg!.flat(), e.exp_avg.flat(), { rtol: 1e-5, atol: 1e-8, message: `${at}: exp_avg` });
         }
       });
-      // The official checkpoints' "scaler" entry is this state_dict; src/train/official_checkpoint.ts reads its
+      // The official checkpoints' "scaler" entry is this state_dict; src/checkpoint/official_checkpoint.ts reads its
       // "scale" and "_growth_tracker".
       const last = got[got.length - 1];
       assertEquals(expected.state_dict.scale, last.scale, "state_dict scale");

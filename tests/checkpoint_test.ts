@@ -1,4 +1,4 @@
-// checkpoint_test.ts: training checkpoints (src/train/checkpoint.ts) against round trips, pruning, the best copy,
+// checkpoint_test.ts: training checkpoints (src/checkpoint/checkpoint.ts) against round trips, pruning, the best copy,
 // corruption (a flipped byte in the data or in the header, truncation, a foreign file), leftover temp files, and a
 // real SIGKILL of a process in the middle of writing a 200 MB checkpoint. Every test also checks that the native
 // live-handle count returns to where it started.

@@ -1,4 +1,4 @@
-// yfcc_test.ts: the safe pickle reader (src/data/pickle.ts) and the YFCC15M metadata converter against pickles written
+// yfcc_test.ts: the safe pickle reader (src/formats/pickle.ts) and the YFCC15M metadata converter against pickles written
 // by /usr/bin/python3's own pickle module (protocols 2, 4 and 5), including shared objects (memo reads), big ints,
 // bytes, non-ASCII text and more than 1,000 items (batched APPENDS, LONG_BINPUT); a pickle that would call os.system
 // (GLOBAL/STACK_GLOBAL + REDUCE) must be refused without running anything. Then `--dataset yfcc15m` on the official

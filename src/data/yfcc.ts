@@ -1,8 +1,8 @@
 // yfcc.ts: the SLIP/DetailCLIP YFCC15M data (docs/data.md#yfcc15m): a metadata pickle of a list of 4-tuples (index,
-// hash, title, desc), read without executing anything (src/data/pickle.ts), with the caption title + ' ' + desc (no
+// hash, title, desc), read without executing anything (src/formats/pickle.ts), with the caption title + ' ' + desc (no
 // random choice). The official images live in zips, `root/test_zip_3/<hash[:3]>.zip`, member
 // `data/images/<hash[:3]>/<hash[3:6]>/<hash>.jpg`; `readYfccTable` reads them there, as the official loader does: each
-// referenced zip's central directory is read once at start-up (src/data/zip.ts), and each image is then read by the
+// referenced zip's central directory is read once at start-up (src/formats/zip.ts), and each image is then read by the
 // native workers straight from its zip (stored members as they are, deflated ones inflated there; both checked against
 // the directory's size and CRC-32). Nothing is extracted.
 //

@@ -1,5 +1,5 @@
 // clip_encoder.ts: any checkpoint the project reads as one image/text encoder: OpenAI/OpenCLIP weights
-// (src/eval/clip_weights.ts: safetensors, torch.save state dicts, OpenAI's TorchScript archives), our training
+// (src/checkpoint/clip_weights.ts: safetensors, torch.save state dicts, OpenAI's TorchScript archives), our training
 // checkpoints and official DetailCLIP `.pt` files (src/eval/model.ts). It carries what a caller needs to feed it: the
 // image size, the normalisation the weights were trained with (OpenAI's for OpenAI/OpenCLIP, ImageNet's for
 // DetailCLIP) and a tokenizer at the model's context length.

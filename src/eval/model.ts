@@ -2,7 +2,7 @@
 // architecture from meta.model_config, the weights from the `model.<official key>` tensors and the tokenizer from
 // meta.tokenizer_merges, so evaluating never needs the run's options or data. `ema` selects DetailCLIP's EMA towers
 // (what the official eval_zeroshot.py evaluates, docs/evaluation.md#the-official-zero-shot-suite); a plain CLIP has
-// none. An official DetailCLIP checkpoint (`.pt`, src/train/official_checkpoint.ts) works too: its architecture comes
+// none. An official DetailCLIP checkpoint (`.pt`, src/checkpoint/official_checkpoint.ts) works too: its architecture comes
 // from args.model (or the `model` option) and, since it carries no tokenizer, text needs the `bpe` option.
 import { ClipTokenizer } from "../data/tokenizer.ts";
 import { type AnyModel, buildModel } from "../models/build.ts";
@@ -133,7 +133,7 @@ function loadOfficialEvalModel(
   return evalModel(model, tokenizer, options, 0, path);
 }
 
-/** OpenAI/OpenCLIP weights (src/eval/clip_weights.ts), with OpenAI's image normalisation and no tokenizer of their own. */
+/** OpenAI/OpenCLIP weights (src/checkpoint/clip_weights.ts), with OpenAI's image normalisation and no tokenizer of their own. */
 function loadOpenClipEvalModel(
   path: string,
   options: LoadEvalModelOptions,

@@ -13,7 +13,7 @@ export const BLACK: Rgb = [0, 0, 0];
 export const DARK_GREY: Rgb = [60, 60, 60];
 export const LIGHT_GREY: Rgb = [210, 210, 210];
 
-/** Tableau 10 (the loss-curve palette of src/train/plot.ts): distinct, and readable with common colour blindness. */
+/** Tableau 10 (the loss-curve palette of src/viz/loss_curve.ts): distinct, and readable with common colour blindness. */
 export const PALETTE: readonly Rgb[] = [
   [78, 121, 167],
   [242, 142, 43],
