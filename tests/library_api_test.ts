@@ -6,11 +6,13 @@ import {
   buildPreset,
   ClipTokenizer,
   encodePng,
+  exportBackbone,
   F,
   listCheckpoints,
   liveTensors,
   loadEvalImages,
   loadEvalModel,
+  loadSafeTensors,
   noGrad,
   presetNames,
   saveModelCheckpoint,
@@ -92,6 +94,18 @@ Deno.test("library API (mod.ts only): a saved preset model -> two images x three
       model.dispose();
     }
     checkSimilarities(path, writeImages(dir));
+
+    // The backbone export: the vision tower under timm's key names (no `visual.` prefix), as safetensors.
+    const exported = exportBackbone(path, `${dir}/backbone.safetensors`);
+    const backbone = loadSafeTensors(`${dir}/backbone.safetensors`);
+    try {
+      check(backbone.size === exported.tensors && backbone.size > 0, `backbone: ${backbone.size} tensors`);
+      for (const key of ["cls_token", "pos_embed", "patch_embed.proj.weight", "norm.weight"]) {
+        check(backbone.has(key), `backbone lacks ${key}: ${[...backbone.keys()].slice(0, 8).join(", ")}, ...`);
+      }
+    } finally {
+      for (const t of backbone.values()) t.dispose();
+    }
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
