@@ -5,6 +5,7 @@
 import {
   buildPreset,
   ClipTokenizer,
+  DatasetError,
   encodePng,
   exportBackbone,
   F,
@@ -93,7 +94,18 @@ Deno.test("library API (mod.ts only): a saved preset model -> two images x three
     } finally {
       model.dispose();
     }
-    checkSimilarities(path, writeImages(dir));
+    const images = writeImages(dir);
+    checkSimilarities(path, images);
+
+    // An image that does not decode is refused by name, with the loader's reason.
+    Deno.writeTextFileSync(`${dir}/not-an-image.png`, "plain text");
+    try {
+      loadEvalImages([images[0], `${dir}/not-an-image.png`], { imageSize: 64 }).dispose();
+      throw new Error("loadEvalImages accepted a text file");
+    } catch (error) {
+      check(error instanceof DatasetError, `expected DatasetError, got ${error}`);
+      check((error as Error).message.includes("not-an-image.png"), (error as Error).message);
+    }
 
     // The backbone export: the vision tower under timm's key names (no `visual.` prefix), as safetensors.
     const exported = exportBackbone(path, `${dir}/backbone.safetensors`);
