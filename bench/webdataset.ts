@@ -9,7 +9,7 @@
 //                            [--threads N] [--buffer N] [--json]
 import { parseArgs } from "node:util";
 import { trainBpe } from "../src/data/bpe_trainer.ts";
-import { encodePng } from "../src/data/png.ts";
+import { encodePng } from "../src/formats/png.ts";
 import type { TrainSource } from "../src/data/sources.ts";
 import { tarArchive } from "../src/data/tar_stream.ts";
 import { ClipTokenizer } from "../src/data/tokenizer.ts";

@@ -7,12 +7,12 @@
 import { dirname, isAbsolute, join } from "node:path";
 import { SkipCounter } from "../src/data/loader.ts";
 import { type ClipEncoder, loadClipEncoder } from "../src/eval/clip_encoder.ts";
-import { ClipWeightsError } from "../src/eval/clip_weights.ts";
+import { ClipWeightsError } from "../src/checkpoint/clip_weights.ts";
 import { DatasetError } from "../src/eval/datasets.ts";
 import { fileEvalDataset } from "../src/eval/file_datasets.ts";
 import { EvalModelError } from "../src/eval/model.ts";
 import { type NamedInput, outputOverInputProblem } from "../src/fs/same_file.ts";
-import { CheckpointError } from "../src/train/checkpoint.ts";
+import { CheckpointError } from "../src/checkpoint/checkpoint.ts";
 import { cat, type Device, F, noGrad, Tensor, tidy } from "../src/torch/mod.ts";
 import { writeSafeTensors } from "../src/torch/io.ts";
 import { UsageError } from "./usage_error.ts";

@@ -15,7 +15,7 @@ import { confusionMatrixPng, recallCurvePng } from "../src/eval/plots.ts";
 import { extractFeatures, linearProbe, segmentationProbe } from "../src/eval/probe.ts";
 import { readZeroShotPrompts, runRetrieval, runZeroShot, type ZeroShotPrompts } from "../src/eval/run.ts";
 import { SHAPES, SYNTHETIC_DATASET_KEY } from "../src/data/synthetic.ts";
-import { CheckpointError } from "../src/train/checkpoint.ts";
+import { CheckpointError } from "../src/checkpoint/checkpoint.ts";
 import { type Device, TorchError } from "../src/torch/mod.ts";
 import { UsageError } from "./usage_error.ts";
 import { writeFileAtomic } from "../src/fs/atomic_write.ts";

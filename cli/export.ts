@@ -5,15 +5,11 @@
 // `.pt` (the extract_backbone_weights.py use case). safetensors by default: every framework reads it without
 // unpickling; `.pt` is written by libtorch's pickler, so Python's torch.load (and timm/mmseg tooling that expects it)
 // reads it.
-import { CheckpointError, loadCheckpoint } from "../src/train/checkpoint.ts";
-import {
-  isTorchCheckpoint,
-  OfficialCheckpointError,
-  openOfficialCheckpoint,
-} from "../src/train/official_checkpoint.ts";
+import { CheckpointError } from "../src/checkpoint/checkpoint.ts";
+import { OfficialCheckpointError } from "../src/checkpoint/official_checkpoint.ts";
+import { backboneTensors, readCheckpointTensors } from "../src/checkpoint/backbone.ts";
 import { type Tensor, writeSafeTensors } from "../src/torch/mod.ts";
 import { PtFileError, savePt } from "../src/torch/pt_file.ts";
-import { describeNonFinite, nonFiniteTensors } from "../src/train/finite.ts";
 import { UsageError } from "./usage_error.ts";
 import { outputOverInputProblem } from "../src/fs/same_file.ts";
 
@@ -23,14 +19,6 @@ const HELP = `usage: deno task export backbone --checkpoint P [--teacher] --out 
   safetensors, or as a torch.save file when X ends in .pt or .pth (Python: torch.load(X) returns the dict).
   --checkpoint P   a checkpoint of deno task train, or an official DetailCLIP .pt (module. prefix or not)
   --teacher        export DetailCLIP's EMA tower (visual_ema) instead of the student (visual)`;
-
-/** The checkpoint's `model.visual.` (or `model.visual_ema.`) tensors with that prefix stripped, in file order. */
-export function backboneTensors(tensors: Map<string, Tensor>, teacher: boolean): Map<string, Tensor> {
-  const prefix = teacher ? "model.visual_ema." : "model.visual.";
-  const out = new Map<string, Tensor>();
-  for (const [key, tensor] of tensors) if (key.startsWith(prefix)) out.set(key.slice(prefix.length), tensor);
-  return out;
-}
 
 export function runExport(args: string[]): number {
   const [what, ...rest] = args;
@@ -90,36 +78,6 @@ export function runExport(args: string[]): number {
   } finally {
     for (const t of tensors.values()) t.dispose();
   }
-}
-
-/**
- * The checkpoint's tensors under our `model.<official key>` names: every tensor of one of our checkpoints, or the
- * chosen tower of an official `.pt` (only those are read).
- */
-function readCheckpointTensors(path: string, teacher: boolean): { tensors: Map<string, Tensor>; kind: string } {
-  if (!isTorchCheckpoint(path)) {
-    const loaded = loadCheckpoint(path);
-    const kind = (loaded.meta.model_config as { kind?: string } | undefined)?.kind ?? "unknown";
-    return { tensors: loaded.tensors, kind };
-  }
-  using official = openOfficialCheckpoint(path);
-  const prefix = teacher ? "visual_ema." : "visual.";
-  const tensors = new Map<string, Tensor>();
-  try {
-    for (const [key, ref] of official.weights) {
-      if (key.startsWith(prefix)) tensors.set(`model.${key}`, official.file.tensor(ref).keep());
-    }
-    // Our checkpoints are scanned as they load (loadCheckpoint); the official tower is checked here.
-    const bad = nonFiniteTensors(tensors);
-    if (bad.length > 0) {
-      throw new OfficialCheckpointError(path, `${describeNonFinite(bad, tensors.size)}; not exported`);
-    }
-  } catch (error) {
-    for (const t of tensors.values()) t.dispose();
-    throw error;
-  }
-  const model = official.args.get("model");
-  return { tensors, kind: typeof model === "string" ? model : "official .pt" };
 }
 
 export function main(args: string[]): Promise<number> {

@@ -26,7 +26,7 @@ import {
   writeSafeTensors,
 } from "../src/torch/mod.ts";
 import { buildGoldenModel, type GoldenMeta, readGoldenMeta } from "../src/train/golden_meta.ts";
-import { OfficialCheckpointError } from "../src/train/official_checkpoint.ts";
+import { OfficialCheckpointError } from "../src/checkpoint/official_checkpoint.ts";
 import { PtFileError } from "../src/torch/pt_file.ts";
 import { StateDictError } from "../src/nn/module.ts";
 import { UsageError } from "./usage_error.ts";

@@ -8,9 +8,9 @@
 // Multi-node: run one launcher per node with the same --nnodes/--master-addr/--master-port and its own --node-rank;
 // a failure on one node reaches the others through their collectives, so every node restarts.
 import { parseArgs } from "node:util";
-import { CheckpointError, verifyCheckpoint } from "../src/train/checkpoint.ts";
+import { CheckpointError, verifyCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import { LAUNCHER_PID_VARIABLE } from "../src/train/launcher_link.ts";
-import { isTorchCheckpoint, openOfficialCheckpoint } from "../src/train/official_checkpoint.ts";
+import { isTorchCheckpoint, openOfficialCheckpoint } from "../src/checkpoint/official_checkpoint.ts";
 import { parseTrainOptions } from "../src/train/options.ts";
 import { UsageError } from "./usage_error.ts";
 

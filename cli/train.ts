@@ -1,7 +1,7 @@
 // train.ts: `deno task train [options]`; with no options, the built-in demo on synthetic captioned shapes.
 import { DistError } from "../src/torch/dist.ts";
 import { TorchError } from "../src/torch/mod.ts";
-import { CheckpointError } from "../src/train/checkpoint.ts";
+import { CheckpointError } from "../src/checkpoint/checkpoint.ts";
 import { tieToLauncher } from "../src/train/launcher_link.ts";
 import { NonFiniteLossError, NonFiniteStateError, train } from "../src/train/loop.ts";
 import { OptionError, parseTrainOptions, trainHelp } from "../src/train/options.ts";

@@ -7,7 +7,7 @@ import { dirname } from "node:path";
 import { EvalModelError, loadEvalModel } from "../src/eval/model.ts";
 import { DetailCLIP } from "../src/models/detailclip.ts";
 import type { Device } from "../src/torch/mod.ts";
-import { CheckpointError } from "../src/train/checkpoint.ts";
+import { CheckpointError } from "../src/checkpoint/checkpoint.ts";
 import { readEvalImage, teacherSelection, unnormalize, VizImageError } from "../src/viz/teacher_tokens.ts";
 import { drawTokenMap } from "../src/viz/token_map.ts";
 import { UsageError } from "./usage_error.ts";

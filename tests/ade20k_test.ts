@@ -7,7 +7,7 @@
 import { deflateSync } from "node:zlib";
 import { runEval } from "../cli/eval.ts";
 import { NativeLoader } from "../src/data/loader.ts";
-import { encodePng, pngChunk } from "../src/data/png.ts";
+import { encodePng, pngChunk } from "../src/formats/png.ts";
 import { IMAGENET_MEAN, IMAGENET_STD } from "../src/data/synthetic.ts";
 import {
   ADE20K_CLASSES,
@@ -23,7 +23,7 @@ import { loadEvalModel } from "../src/eval/model.ts";
 import { extractFeatures, IGNORE_INDEX, segmentationProbe } from "../src/eval/probe.ts";
 import { buildPreset } from "../src/models/build.ts";
 import { liveTensors, type Tensor } from "../src/torch/mod.ts";
-import { saveCheckpoint } from "../src/train/checkpoint.ts";
+import { saveCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import { assert, assertEquals, assertThrows, missingTool, pythonModulesMissing, quietly } from "./helpers.ts";
 
 function test(name: string, fn: () => void, options: { ignore?: boolean } = {}): void {

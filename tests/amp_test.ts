@@ -4,7 +4,7 @@
 // and step by step against PyTorch's own torch.cuda.amp.GradScaler driving torch.optim.AdamW on the same inputs.
 import { AdamW } from "../src/train/optimizer.ts";
 import { autocastUnsupported, GradScaler } from "../src/train/amp.ts";
-import { loadCheckpoint, saveCheckpoint } from "../src/train/checkpoint.ts";
+import { loadCheckpoint, saveCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import { gradNorm, liveTensors, noGrad, Tensor, tidy, torchVersion } from "../src/torch/mod.ts";
 import { assert, assertClose, assertEquals, assertThrows, uniformValues } from "./helpers.ts";
 import { noTorch, PYTHON } from "./torch_reference.ts";
@@ -456,7 +456,7 @@ for (const [name, c] of CASES) {
           assertClose(g.exp_avg!.flat(), e.exp_avg.flat(), { rtol: 1e-5, atol: 1e-8, message: `${at}: exp_avg` });
         }
       });
-      // The official checkpoints' "scaler" entry is this state_dict; src/train/official_checkpoint.ts reads its
+      // The official checkpoints' "scaler" entry is this state_dict; src/checkpoint/official_checkpoint.ts reads its
       // "scale" and "_growth_tracker".
       const last = got[got.length - 1];
       assertEquals(expected.state_dict.scale, last.scale, "state_dict scale");

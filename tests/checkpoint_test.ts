@@ -1,4 +1,4 @@
-// checkpoint_test.ts: training checkpoints (src/train/checkpoint.ts) against round trips, pruning, the best copy,
+// checkpoint_test.ts: training checkpoints (src/checkpoint/checkpoint.ts) against round trips, pruning, the best copy,
 // corruption (a flipped byte in the data or in the header, truncation, a foreign file), leftover temp files, and a
 // real SIGKILL of a process in the middle of writing a 200 MB checkpoint. Every test also checks that the native
 // live-handle count returns to where it started.
@@ -23,7 +23,7 @@ import {
   loadCheckpoint,
   saveCheckpoint,
   verifyCheckpoint,
-} from "../src/train/checkpoint.ts";
+} from "../src/checkpoint/checkpoint.ts";
 import { AdamW } from "../src/train/optimizer.ts";
 
 /** Registers a test that fails if it leaves native tensor handles alive; `fn` gets a fresh directory. */
@@ -327,7 +327,7 @@ leakFreeTest("AdamW.loadStateTensors restores moments and step count, all or not
 });
 
 leakFreeTest("SIGKILL during a 200 MB checkpoint write leaves the previous one loadable", async (dir) => {
-  const checkpointModule = new URL("../src/train/checkpoint.ts", import.meta.url).href;
+  const checkpointModule = new URL("../src/checkpoint/checkpoint.ts", import.meta.url).href;
   const torchModule = new URL("../src/torch/mod.ts", import.meta.url).href;
   // Saves forever, each step's file ~200 MB; prints after each complete save.
   const script = `

@@ -1,5 +1,5 @@
 // data_fuzz_test.ts: mutated real image bytes and tar shards through the native decoder and loader. Base images are
-// made in the test (PNGs by src/data/png.ts; JPEG baseline/progressive/grayscale/CMYK, palette/alpha/16-bit PNG and
+// made in the test (PNGs by src/formats/png.ts; JPEG baseline/progressive/grayscale/CMYK, palette/alpha/16-bit PNG and
 // lossy/lossless WebP by PIL through /usr/bin/python3 when it is there), then mutated deterministically: bit flips,
 // truncations, byte insertions and deletions, overwritten header bytes and dimensions, spliced files. Every case must
 // end counted: decoded, or skipped with a reason; a tar shard is indexed (its members then decoded or skipped) or
@@ -9,8 +9,9 @@
 import { deflateRawSync } from "node:zlib";
 import { decodeImage, imageSkipReason, NativeLoader } from "../src/data/loader.ts";
 import { readWebDatasetTable } from "../src/data/webdataset.ts";
-import { crc32, encodePng } from "../src/data/png.ts";
-import { ZIP_DEFLATED, ZIP_STORED, ZipArchive } from "../src/data/zip.ts";
+import { crc32 } from "../src/formats/crc32.ts";
+import { encodePng } from "../src/formats/png.ts";
+import { ZIP_DEFLATED, ZIP_STORED, ZipArchive } from "../src/formats/zip.ts";
 import { liveTensors } from "../src/torch/mod.ts";
 import { assert, assertEquals, missingTool, nativeMissing, pythonModulesMissing } from "./helpers.ts";
 

@@ -6,7 +6,7 @@
 // pure parts (SLURM host lists, variables, URLs, restart arguments).
 import { parseLaunchArgs, resumeArgs } from "../cli/launch.ts";
 import { expandNodeList, parseDistUrl, ProcessGroup, resolveDistSpec } from "../src/torch/dist.ts";
-import { loadCheckpoint } from "../src/train/checkpoint.ts";
+import { loadCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import { cosineValue } from "../src/train/schedules.ts";
 import { assert, assertClose, assertEquals, assertThrows } from "./helpers.ts";
 

@@ -8,7 +8,7 @@ import { main as embedMain } from "../cli/embed.ts";
 import { main as evalMain } from "../cli/eval.ts";
 import { UsageError } from "../cli/usage_error.ts";
 import { syntheticSample } from "../src/data/synthetic.ts";
-import { encodePng } from "../src/data/png.ts";
+import { encodePng } from "../src/formats/png.ts";
 import { SafeTensorsFile } from "../src/torch/io.ts";
 import { liveTensors, Tensor, tidy } from "../src/torch/mod.ts";
 import { saveUntrainedCheckpoint } from "./eval_checkpoint.ts";

@@ -4,7 +4,7 @@
 import { trainBpe } from "../src/data/bpe_trainer.ts";
 import { syntheticSample } from "../src/data/synthetic.ts";
 import { buildPreset } from "../src/models/build.ts";
-import { saveCheckpoint } from "../src/train/checkpoint.ts";
+import { saveCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import type { Tensor } from "../src/torch/mod.ts";
 
 /** Writes the checkpoint into `dir` and returns its path. */

@@ -7,7 +7,7 @@
 // multi-caption retrieval under the index-order tie rule.
 import { join } from "node:path";
 import { runEval } from "../cli/eval.ts";
-import { encodePng } from "../src/data/png.ts";
+import { encodePng } from "../src/formats/png.ts";
 import { SHAPES, syntheticSample, syntheticTemplates } from "../src/data/synthetic.ts";
 import { officialMetric, readCatalog } from "../src/eval/catalog.ts";
 import { DatasetError, syntheticEvalDataset } from "../src/eval/datasets.ts";

@@ -7,7 +7,7 @@ import { runEval as runEvalSync } from "../cli/eval.ts";
 import { runExport } from "../cli/export.ts";
 import { fitLogistic, linearProbe, meanIoU } from "../src/eval/probe.ts";
 import { buildPreset } from "../src/models/build.ts";
-import { saveCheckpoint } from "../src/train/checkpoint.ts";
+import { saveCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import { retrievalRecall } from "../src/eval/retrieval.ts";
 import { topKCorrect, zeroShotClassifier, zeroShotMetrics } from "../src/eval/zeroshot.ts";
 import { liveTensors, Tensor, tidy } from "../src/torch/mod.ts";

@@ -9,7 +9,7 @@ import { runExport } from "../cli/export.ts";
 import { buildPreset } from "../src/models/build.ts";
 import { DetailCLIP } from "../src/models/detailclip.ts";
 import { liveTensors, noGrad, Tensor, tidy, writeSafeTensors } from "../src/torch/mod.ts";
-import { saveCheckpoint } from "../src/train/checkpoint.ts";
+import { saveCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import { assert, assertEquals, missingTool, PYLIB_DIR, pylibEnv, quietly, timmInstalled } from "./helpers.ts";
 
 const noTimm = missingTool(

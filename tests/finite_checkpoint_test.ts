@@ -16,8 +16,8 @@ import {
   loadCheckpoint,
   saveCheckpoint,
   verifyCheckpoint,
-} from "../src/train/checkpoint.ts";
-import { countNonFinite, nonFiniteTensors } from "../src/train/finite.ts";
+} from "../src/checkpoint/checkpoint.ts";
+import { countNonFinite, nonFiniteTensors } from "../src/checkpoint/finite.ts";
 import { saveUntrainedCheckpoint } from "./eval_checkpoint.ts";
 import { assert, assertEquals, assertThrows } from "./helpers.ts";
 

@@ -5,7 +5,7 @@
 import { planRestart, resumeArgs } from "../cli/launch.ts";
 import { ProcessGroup } from "../src/torch/dist.ts";
 import { Tensor } from "../src/torch/mod.ts";
-import { checkpointPath, saveCheckpoint } from "../src/train/checkpoint.ts";
+import { checkpointPath, saveCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import { LAUNCHER_PID_VARIABLE } from "../src/train/launcher_link.ts";
 import { assert, assertEquals } from "./helpers.ts";
 

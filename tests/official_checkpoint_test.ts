@@ -5,7 +5,7 @@
 // torch.load and match a timm ViT's keys and shapes; an official-format copy of one of our checkpoints evaluates to
 // the same numbers and resumes training with the same weights and AdamW moments. Skipped without python3 + torch.
 import { runExport } from "../cli/export.ts";
-import { PickleError, readPickle } from "../src/data/pickle.ts";
+import { PickleError, readPickle } from "../src/formats/pickle.ts";
 import { syntheticEvalDataset } from "../src/eval/datasets.ts";
 import { EvalModelError, loadEvalModel } from "../src/eval/model.ts";
 import { runZeroShot } from "../src/eval/run.ts";
@@ -13,14 +13,14 @@ import { buildModel } from "../src/models/build.ts";
 import { modelPreset, parseModelConfig } from "../src/models/configs.ts";
 import { liveTensors, loadSafeTensors, noGrad, SafeTensorsFile, Tensor, tidy } from "../src/torch/mod.ts";
 import { asStrided, PtFile, PtFileError, savePt } from "../src/torch/pt_file.ts";
-import { loadCheckpoint } from "../src/train/checkpoint.ts";
+import { loadCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import { train } from "../src/train/loop.ts";
 import {
   OfficialCheckpointError,
   officialModelConfig,
   openOfficialCheckpoint,
-  restoreOfficialTraining,
-} from "../src/train/official_checkpoint.ts";
+} from "../src/checkpoint/official_checkpoint.ts";
+import { restoreOfficialTraining } from "../src/train/official_resume.ts";
 import { AdamW, officialParamGroups } from "../src/train/optimizer.ts";
 import { parseTrainOptions } from "../src/train/options.ts";
 import {

@@ -6,7 +6,7 @@
 // are ignored with the reason (a failing test under DETAILCLIP_REQUIRE_TOOLS=1). The refusal of a hostile pickle needs
 // only Debian's python3-torch.
 import { existsSync } from "node:fs";
-import { ClipWeightsError, isOpenClipWeights, loadOpenClip } from "../src/eval/clip_weights.ts";
+import { ClipWeightsError, isOpenClipWeights, loadOpenClip } from "../src/checkpoint/clip_weights.ts";
 import { buildPreset } from "../src/models/build.ts";
 import { DetailCLIP } from "../src/models/detailclip.ts";
 import { inferOpenClipConfig, openClipPreset } from "../src/models/openclip_configs.ts";

@@ -7,7 +7,7 @@ import { run } from "../cli/main.ts";
 import { OutputWriteError, writeFileAtomic } from "../src/fs/atomic_write.ts";
 import { inputAt, outputOverInputProblem } from "../src/fs/same_file.ts";
 import { ProcessGroup } from "../src/torch/dist.ts";
-import { listCheckpoints, verifyCheckpoint } from "../src/train/checkpoint.ts";
+import { listCheckpoints, verifyCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import { acquireRunLock, LOCK_FILE, OutputFolderBusyError } from "../src/train/run_lock.ts";
 import { saveUntrainedCheckpoint } from "./eval_checkpoint.ts";
 import { assert, assertEquals, assertThrows } from "./helpers.ts";

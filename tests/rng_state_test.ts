@@ -4,7 +4,7 @@
 // byte and is handed to the training device's generator, whichever GPU that is; a malformed entry is refused.
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
 import { cudaIsAvailable, type Device, liveTensors, manualSeed, Tensor } from "../src/torch/mod.ts";
-import { loadCheckpoint, saveCheckpoint } from "../src/train/checkpoint.ts";
+import { loadCheckpoint, saveCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import {
   captureRngStates,
   restoreRngStates,

@@ -1,10 +1,11 @@
-// synthetic_test.ts: the built-in captioned-shapes source (src/data/synthetic.ts) and the PNG encoder (src/data/png.ts).
+// synthetic_test.ts: the built-in captioned-shapes source (src/data/synthetic.ts) and the PNG encoder (src/formats/png.ts).
 // Determinism is pinned by checksums of a few samples (a change to the generator must change them on purpose);
 // captions are parsed back and checked against the attributes and against the pixels (mask area, centroid, colour);
 // PNG output is decoded by Python's zlib (and PIL when importable), not by our own code. Only the tensor test needs
 // the native library; it is ignored, with the reason, when the library is missing.
 import { groupEqualCaptions } from "../src/eval/retrieval.ts";
-import { crc32, encodePng } from "../src/data/png.ts";
+import { crc32 } from "../src/formats/crc32.ts";
+import { encodePng } from "../src/formats/png.ts";
 import {
   augmentRng,
   augmentView,

@@ -2,7 +2,7 @@
 // with our encoder, a BPE learned from the captions, a missing and a corrupt image that must be skipped and
 // counted, and a finite loss after a few steps.
 import { trainBpe, writeMerges } from "../src/data/bpe_trainer.ts";
-import { encodePng } from "../src/data/png.ts";
+import { encodePng } from "../src/formats/png.ts";
 import { syntheticSample } from "../src/data/synthetic.ts";
 import { assert, assertEquals } from "./helpers.ts";
 

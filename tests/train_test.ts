@@ -1,7 +1,7 @@
 // train_test.ts: the training loop as a user drives it (the CLI in a subprocess): option errors that name the
 // option, schedules against the official formulas, exact resume after SIGKILL (bitwise equal parameters), a
 // corrupted newest checkpoint skipped by --resume auto, and an injected NaN stopping the run with step and term.
-import { loadCheckpoint } from "../src/train/checkpoint.ts";
+import { loadCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import { OptionError, parseTrainOptions } from "../src/train/options.ts";
 import { cosineValue, emaMomentum } from "../src/train/schedules.ts";
 import { assert, assertClose, assertEquals, assertThrows } from "./helpers.ts";

@@ -5,7 +5,7 @@
 import { deepStrictEqual, ok, strictEqual, throws } from "node:assert/strict";
 import { formatDuration, JsonlWriter, ProgressBar, readJsonl, significant } from "../src/train/logging.ts";
 import { MetricMeter } from "../src/train/metrics.ts";
-import { lossCurveSvg } from "../src/train/plot.ts";
+import { lossCurveSvg } from "../src/viz/loss_curve.ts";
 
 function relativeError(actual: number, expected: number): number {
   return Math.abs(actual - expected) / Math.abs(expected);

@@ -3,9 +3,9 @@
 // errors, and the acceptance run: 20 steps of the built-in model with a zero-shot ImageFolder and a held-out CSV of
 // generated PNGs, whose event files TensorBoard's own reader lists with every training and validation scalar, and a
 // checkpoint-best that is the checkpoint of the best zero-shot step.
-import { encodePng } from "../src/data/png.ts";
+import { encodePng } from "../src/formats/png.ts";
 import { SHAPES, syntheticSample } from "../src/data/synthetic.ts";
-import { BEST_CHECKPOINT, loadCheckpoint } from "../src/train/checkpoint.ts";
+import { BEST_CHECKPOINT, loadCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import { OptionError, parseTrainOptions } from "../src/train/options.ts";
 import { clipValidationLoss, isWebDatasetSpec, TrainValidation } from "../src/train/validation.ts";
 import { Tensor } from "../src/torch/mod.ts";

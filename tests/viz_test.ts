@@ -7,12 +7,12 @@
 import { runViz } from "../cli/viz.ts";
 import { UsageError } from "../cli/usage_error.ts";
 import { decodeImage } from "../src/data/loader.ts";
-import { encodePng } from "../src/data/png.ts";
+import { encodePng } from "../src/formats/png.ts";
 import { syntheticSample } from "../src/data/synthetic.ts";
 import { confusionMatrixPng, recallCurvePng } from "../src/eval/plots.ts";
 import { buildPreset } from "../src/models/build.ts";
 import { liveTensors, type Tensor } from "../src/torch/mod.ts";
-import { saveCheckpoint } from "../src/train/checkpoint.ts";
+import { saveCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import { confusionLayout, EMPTY_ROW_RGB } from "../src/viz/confusion.ts";
 import { textWidth, truncateText } from "../src/viz/font.ts";
 import { PlotError } from "../src/viz/plot_error.ts";

@@ -3,9 +3,9 @@
 // at start-up, pipe: URLs stream from a subprocess, resampling draws shards with replacement, bad members are counted
 // skips, and a restored state continues exactly where the saved one was.
 import { trainBpe, writeMerges } from "../src/data/bpe_trainer.ts";
-import { loadCheckpoint } from "../src/train/checkpoint.ts";
+import { loadCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import { OptionError, parseTrainOptions } from "../src/train/options.ts";
-import { encodePng } from "../src/data/png.ts";
+import { encodePng } from "../src/formats/png.ts";
 import { ShardPlan, shardUrls } from "../src/data/shard_list.ts";
 import { tarArchive, TarGroupReader, TarStreamReader } from "../src/data/tar_stream.ts";
 import { FileByteSource, PipeByteSource } from "../src/data/tar_stream.ts";

@@ -1,10 +1,10 @@
-// yfcc_test.ts: the safe pickle reader (src/data/pickle.ts) and the YFCC15M metadata converter against pickles written
+// yfcc_test.ts: the safe pickle reader (src/formats/pickle.ts) and the YFCC15M metadata converter against pickles written
 // by /usr/bin/python3's own pickle module (protocols 2, 4 and 5), including shared objects (memo reads), big ints,
 // bytes, non-ASCII text and more than 1,000 items (batched APPENDS, LONG_BINPUT); a pickle that would call os.system
 // (GLOBAL/STACK_GLOBAL + REDUCE) must be refused without running anything. Then `--dataset yfcc15m` on the official
 // zip layout written by Python's zipfile: batches bit-equal to the extracted files read through the CSV source, and
 // every kind of bad record, zip and member counted.
-import { PickleError, PickleTuple, readPickle } from "../src/data/pickle.ts";
+import { PickleError, PickleTuple, readPickle } from "../src/formats/pickle.ts";
 import {
   readYfccMetadata,
   readYfccTable,
@@ -17,7 +17,7 @@ import { csvTrainSource, readCsvTable } from "../src/data/csv.ts";
 import { type ImageRef, imageSkipReason, NativeLoader } from "../src/data/loader.ts";
 import { ClipTokenizer } from "../src/data/tokenizer.ts";
 import { trainBpe, writeMerges } from "../src/data/bpe_trainer.ts";
-import { ZIP_DEFLATED, ZipArchive } from "../src/data/zip.ts";
+import { ZIP_DEFLATED, ZipArchive } from "../src/formats/zip.ts";
 import { liveTensors, type Tensor } from "../src/torch/mod.ts";
 import { main as yfccToCsv } from "../cli/data_yfcc.ts";
 import { assert, assertEquals, assertThrows, missingTool, nativeOrPilMissing } from "./helpers.ts";

@@ -1,7 +1,7 @@
 // zip_test.ts: the zip reader against archives written by Python's zipfile (stored, deflated, zip64, UTF-8 names),
 // and its errors on truncated and corrupted archives. Python writes the fixtures in the test so nothing binary is
 // committed; the tests are ignored, with the reason, when /usr/bin/python3 is absent.
-import { ZIP_DEFLATED, ZIP_STORED, ZipArchive, ZipError } from "../src/data/zip.ts";
+import { ZIP_DEFLATED, ZIP_STORED, ZipArchive, ZipError } from "../src/formats/zip.ts";
 import { assert, assertEquals, commandMissing, missingTool } from "./helpers.ts";
 
 const PYTHON = "/usr/bin/python3";

@@ -5,7 +5,7 @@
 //   deno run --allow-write tools/synthetic_preview.ts [--split train|val|heldout] [--seed N] [--start I]
 //     [--size PX] [--scale K] [--augment] [--out output/synthetic_preview]
 import { parseArgs } from "node:util";
-import { encodePng } from "../src/data/png.ts";
+import { encodePng } from "../src/formats/png.ts";
 import {
   augmentRng,
   augmentView,

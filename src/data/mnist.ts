@@ -7,7 +7,7 @@
 // src/clothes/<c>.json = {"data": [[784 ints in 0..255], ...]}, 70,000 images in all (plus two empty entries in
 // class 0, which are left out). Neither marks a train/test split; the files are per class, and we keep their order.
 import { join } from "node:path";
-import { encodePng } from "./png.ts";
+import { encodePng } from "../formats/png.ts";
 import { csvField } from "./yfcc.ts";
 import { writeFileAtomic } from "../fs/atomic_write.ts";
 

@@ -70,6 +70,7 @@ export const HELD_OUT_COLOUR: readonly number[] = [1, 4, 0, 3, 6, 2];
 
 /** ImageNet normalisation (docs/data.md#image-transforms). */
 export const IMAGENET_MEAN: readonly [number, number, number] = [0.485, 0.456, 0.406];
+/** ImageNet's per-channel standard deviations (the default normalisation of our models). */
 export const IMAGENET_STD: readonly [number, number, number] = [0.229, 0.224, 0.225];
 
 // ---- PRNG --------------------------------------------------------------------------------------------------------

@@ -707,6 +707,7 @@ function grown<T extends Int32Array | Uint16Array>(array: T): T {
   return out;
 }
 
+/** CLIP's byte-level BPE tokenizer: OpenAI's vocabulary (`fromFile`) or learned merges; `tokenize` encodes a batch. */
 export class ClipTokenizer {
   readonly #ranks: PairRanks;
   /** The id of the symbol each merge makes, by rank. */

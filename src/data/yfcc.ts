@@ -1,8 +1,8 @@
 // yfcc.ts: the SLIP/DetailCLIP YFCC15M data (docs/data.md#yfcc15m): a metadata pickle of a list of 4-tuples (index,
-// hash, title, desc), read without executing anything (src/data/pickle.ts), with the caption title + ' ' + desc (no
+// hash, title, desc), read without executing anything (src/formats/pickle.ts), with the caption title + ' ' + desc (no
 // random choice). The official images live in zips, `root/test_zip_3/<hash[:3]>.zip`, member
 // `data/images/<hash[:3]>/<hash[3:6]>/<hash>.jpg`; `readYfccTable` reads them there, as the official loader does: each
-// referenced zip's central directory is read once at start-up (src/data/zip.ts), and each image is then read by the
+// referenced zip's central directory is read once at start-up (src/formats/zip.ts), and each image is then read by the
 // native workers straight from its zip (stored members as they are, deflated ones inflated there; both checked against
 // the directory's size and CRC-32). Nothing is extracted.
 //
@@ -11,7 +11,7 @@
 // every referenced zip's central directory (about 100 bytes per member), and a dataset whose zips change on disk
 // needs a restart. `yfccImagePath` is the extracted layout the CSV converter (cli/data_yfcc.ts) writes.
 import { join } from "node:path";
-import { PickleError, PickleTuple, type PickleValue, readPickle } from "./pickle.ts";
+import { PickleError, PickleTuple, type PickleValue, readPickle } from "../formats/pickle.ts";
 import {
   checkCaption,
   type FileSourceOptions,
@@ -21,7 +21,7 @@ import {
   SkipCounter,
 } from "./loader.ts";
 import { TextStore } from "./text_store.ts";
-import { ZIP_DEFLATED, ZIP_STORED, ZipArchive } from "./zip.ts";
+import { ZIP_DEFLATED, ZIP_STORED, ZipArchive } from "../formats/zip.ts";
 
 export interface YfccRecord {
   index: number | bigint;

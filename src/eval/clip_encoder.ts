@@ -1,5 +1,5 @@
 // clip_encoder.ts: any checkpoint the project reads as one image/text encoder: OpenAI/OpenCLIP weights
-// (src/eval/clip_weights.ts: safetensors, torch.save state dicts, OpenAI's TorchScript archives), our training
+// (src/checkpoint/clip_weights.ts: safetensors, torch.save state dicts, OpenAI's TorchScript archives), our training
 // checkpoints and official DetailCLIP `.pt` files (src/eval/model.ts). It carries what a caller needs to feed it: the
 // image size, the normalisation the weights were trained with (OpenAI's for OpenAI/OpenCLIP, ImageNet's for
 // DetailCLIP) and a tokenizer at the model's context length.
@@ -7,9 +7,10 @@ import { IMAGENET_MEAN, IMAGENET_STD } from "../data/synthetic.ts";
 import { ClipTokenizer } from "../data/tokenizer.ts";
 import { OPENAI_MEAN, OPENAI_STD } from "../models/openclip_configs.ts";
 import type { Device, Tensor } from "../torch/mod.ts";
-import { isOpenClipWeights, loadOpenClip } from "./clip_weights.ts";
+import { isOpenClipWeights, loadOpenClip } from "../checkpoint/clip_weights.ts";
 import { EvalModelError, loadEvalModel } from "./model.ts";
 
+/** Any checkpoint the project reads, as one image/text encoder with its image size, normalisation and tokenizer. */
 export interface ClipEncoder {
   /** What was loaded, for logs: e.g. "OpenCLIP ViT-B-32 (safetensors; ...)" or "DetailCLIP_VITB16 checkpoint". */
   description: string;
@@ -37,6 +38,7 @@ export interface LoadClipEncoderOptions {
   ema?: boolean;
 }
 
+/** Loads OpenAI/OpenCLIP weights, one of our checkpoints or an official DetailCLIP `.pt` as a ClipEncoder. */
 export function loadClipEncoder(path: string, options: LoadClipEncoderOptions = {}): ClipEncoder {
   const device = options.device ?? "cpu";
   if (isOpenClipWeights(path)) {

@@ -2,7 +2,7 @@
 // architecture from meta.model_config, the weights from the `model.<official key>` tensors and the tokenizer from
 // meta.tokenizer_merges, so evaluating never needs the run's options or data. `ema` selects DetailCLIP's EMA towers
 // (what the official eval_zeroshot.py evaluates, docs/evaluation.md#the-official-zero-shot-suite); a plain CLIP has
-// none. An official DetailCLIP checkpoint (`.pt`, src/train/official_checkpoint.ts) works too: its architecture comes
+// none. An official DetailCLIP checkpoint (`.pt`, src/checkpoint/official_checkpoint.ts) works too: its architecture comes
 // from args.model (or the `model` option) and, since it carries no tokenizer, text needs the `bpe` option.
 import { ClipTokenizer } from "../data/tokenizer.ts";
 import { type AnyModel, buildModel } from "../models/build.ts";
@@ -11,10 +11,10 @@ import { DetailCLIP } from "../models/detailclip.ts";
 import type { MaskVisionTransformer } from "../models/vit.ts";
 import type { OpenClip, OpenClipVisionTransformer } from "../models/openclip.ts";
 import { OPENAI_MEAN, OPENAI_STD } from "../models/openclip_configs.ts";
-import { ClipWeightsError, isOpenClipWeights, loadOpenClip } from "./clip_weights.ts";
+import { ClipWeightsError, isOpenClipWeights, loadOpenClip } from "../checkpoint/clip_weights.ts";
 import type { Device, Tensor } from "../torch/mod.ts";
-import { loadCheckpoint } from "../train/checkpoint.ts";
-import { describeNonFinite, nonFiniteTensors } from "../train/finite.ts";
+import { loadCheckpoint } from "../checkpoint/checkpoint.ts";
+import { describeNonFinite, nonFiniteTensors } from "../checkpoint/finite.ts";
 import { PtFileError } from "../torch/pt_file.ts";
 import {
   isTorchCheckpoint,
@@ -22,7 +22,7 @@ import {
   OfficialCheckpointError,
   officialModelConfig,
   openOfficialCheckpoint,
-} from "../train/official_checkpoint.ts";
+} from "../checkpoint/official_checkpoint.ts";
 
 /** A checkpoint that lacks what evaluation needs, or an option it cannot honour (`--ema` on CLIP). */
 export class EvalModelError extends Error {
@@ -32,6 +32,7 @@ export class EvalModelError extends Error {
   }
 }
 
+/** A trained model rebuilt from a checkpoint for evaluation: tokenize, encodeImage, encodeText, its vision tower. */
 export interface EvalModel {
   model: AnyModel | OpenClip;
   /** The image normalisation the weights were trained with; absent: ImageNet's (the loader's default). */
@@ -132,7 +133,7 @@ function loadOfficialEvalModel(
   return evalModel(model, tokenizer, options, 0, path);
 }
 
-/** OpenAI/OpenCLIP weights (src/eval/clip_weights.ts), with OpenAI's image normalisation and no tokenizer of their own. */
+/** OpenAI/OpenCLIP weights (src/checkpoint/clip_weights.ts), with OpenAI's image normalisation and no tokenizer of their own. */
 function loadOpenClipEvalModel(
   path: string,
   options: LoadEvalModelOptions,

@@ -1,6 +1,6 @@
 // ndarray_pickle.ts: reads pickles of plain data that hold numpy arrays, the format of the CIFAR-10/100 "python"
 // batches torchvision reads (a dict of 'data' → uint8 ndarray, 'labels' → list of ints). The opcodes are read by the
-// safe reader src/data/pickle.ts; what is numpy-specific lives here: the allow-list (numpy's array and dtype
+// safe reader src/formats/pickle.ts; what is numpy-specific lives here: the allow-list (numpy's array and dtype
 // reconstructors; pickle.ts itself reads the `_codecs.encode` bytes constructor), whose TypeScript turns their
 // arguments and BUILD states into data (shape, dtype, raw bytes), the way the arrays were written. Nothing is imported
 // or called; any other global is refused, named, with its byte offset.
@@ -15,7 +15,7 @@ import {
   PickleTuple,
   type PickleValue,
   readPickle,
-} from "../data/pickle.ts";
+} from "../formats/pickle.ts";
 
 /** A numpy array read from a pickle: C- or Fortran-ordered raw bytes with their dtype string (e.g. "|u1", "<i8"). */
 export class PickledArray {

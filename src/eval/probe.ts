@@ -127,6 +127,7 @@ export function fitLogistic(x: Tensor, y: Tensor, options: LogisticOptions): { w
   }
 }
 
+/** Top-1/top-5 accuracy (%) of a linear probe and the L2 penalty it chose. */
 export interface LinearProbeResult {
   top1: number;
   top5: number;

@@ -11,6 +11,7 @@
 // computed on the device in row chunks, so COCO's 5,000 × 25,000 similarity matrix is never held whole.
 import { F, noGrad, Tensor, tidy } from "../torch/mod.ts";
 
+/** Image-to-text and text-to-image recall@K in percent, the recall curves and how many queries were scored. */
 export interface RetrievalResult {
   /** Recall in percent for each requested K, image queries over texts. */
   imageToText: Record<number, number>;

@@ -10,7 +10,7 @@
 // for CIFAR's 10,000 test images) and a temporary file that close() removes.
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
-import { encodePng } from "../data/png.ts";
+import { encodePng } from "../formats/png.ts";
 import { SkipCounter } from "../data/loader.ts";
 import { DatasetError } from "./datasets.ts";
 import type { EvalItem, EvalTable } from "./file_datasets.ts";

@@ -55,6 +55,7 @@ export function topKCorrect(logits: Tensor, labels: Tensor, k: number): Tensor {
   });
 }
 
+/** Zero-shot top-1, top-5 and mean per-class accuracy (%), the confusion matrix, and ROC-AUC for two classes. */
 export interface ZeroShotResult {
   top1: number;
   top5: number;

@@ -22,6 +22,7 @@ export interface ClipLossOptions {
   rank?: number;
 }
 
+/** The contrastive loss and its parts (image and text directions, accuracy). */
 export interface ClipLossResult {
   /** ½(L_u + L_v), 0-d. */
   loss: Tensor;

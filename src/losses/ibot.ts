@@ -58,6 +58,7 @@ export interface IBOTLossHooks {
   allReduceMean?: (t: Tensor) => Tensor;
 }
 
+/** The iBOT loss terms (CLS and patch self-distillation) and their total. */
 export interface IBOTLossResult {
   /** Cross-view CLS loss, 0-d (logged as ibot_cls_loss). */
   cls: Tensor;
@@ -74,6 +75,7 @@ function linspaceAt(start: number, stop: number, num: number, index: number): nu
   return index * ((stop - start) / (num - 1)) + start;
 }
 
+/** iBOT self-distillation: teacher-centred, sharpened targets for the student's CLS and masked patch tokens. */
 export class IBOTLoss extends Module {
   readonly outDim: number;
   readonly patchOutDim: number;

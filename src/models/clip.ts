@@ -15,6 +15,7 @@ export interface TowerConfig {
 import { causalMask, encodeText, initTextTransformer, TextTransformer } from "./text.ts";
 import { MaskVisionTransformer } from "./vit.ts";
 
+/** CLIP: a ViT image tower and a text transformer projected into one embedding space. */
 export class CLIP extends Module {
   readonly config: ClipConfig | TowerConfig;
   readonly visual: MaskVisionTransformer;

@@ -59,8 +59,11 @@ export const DetailClipConfigSchema = z.object({
 
 export type VisionConfig = z.infer<typeof VisionConfigSchema>;
 export type TextConfig = z.infer<typeof TextConfigSchema>;
+/** The config of a plain CLIP model (zod-validated data, see ClipConfigSchema). */
 export type ClipConfig = z.infer<typeof ClipConfigSchema>;
+/** The config of a DetailCLIP model (zod-validated data, see DetailClipConfigSchema). */
 export type DetailClipConfig = z.infer<typeof DetailClipConfigSchema>;
+/** A model config: DetailCLIP or CLIP. */
 export type ModelConfig = ClipConfig | DetailClipConfig;
 
 const openaiText = { context: 77, vocab: 49408, width: 512, layers: 12, heads: 8 };
@@ -138,6 +141,7 @@ const rawPresets: Record<string, unknown> = {
 
 export const ModelConfigSchema = z.union([DetailClipConfigSchema, ClipConfigSchema]);
 
+/** The names of the built-in model presets, in table order. */
 export function presetNames(): string[] {
   return Object.keys(rawPresets);
 }
@@ -152,6 +156,7 @@ export function parseModelConfig(raw: unknown, where: string): ModelConfig {
   return result.data;
 }
 
+/** The config of a preset by name; throws naming the known presets when there is no such preset. */
 export function modelPreset(name: string): ModelConfig {
   const raw = rawPresets[name];
   if (raw === undefined) throw new Error(`unknown model '${name}' (known: ${presetNames().join(", ")})`);

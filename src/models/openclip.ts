@@ -1,7 +1,7 @@
 // openclip.ts: OpenAI's CLIP with a ViT image tower, as OpenAI released it and as open_clip builds it (open_clip's
 // model.py CLIP + transformer.py VisionTransformer with the default options), from the same layers as our towers.
 // Member names and registration order follow open_clip's state dict, so its weights (and OpenAI's, whose keys are the
-// same) load key for key (src/eval/clip_weights.ts). Differences from our timm-style ViT (src/models/vit.ts): a
+// same) load key for key (src/checkpoint/clip_weights.ts). Differences from our timm-style ViT (src/models/vit.ts): a
 // bias-free patch conv `conv1`, `class_embedding`/`positional_embedding` without a batch dim, `ln_pre` before the
 // blocks, CLIP's packed-attention blocks (`in_proj`/`out_proj`, `c_fc`/`c_proj`), eps 1e-5, and `ln_post` on the pooled
 // class token before `proj`. Inference only: no initialisation scheme beyond shapes (weights always come from a file).
@@ -71,6 +71,7 @@ export class OpenClipVisionTransformer extends Module {
   }
 }
 
+/** The OpenAI/OpenCLIP CLIP architecture, for evaluating released OpenAI and OpenCLIP weights. */
 export class OpenClip extends Module {
   readonly config: OpenClipConfig;
   readonly positional_embedding: Tensor; // (context, textWidth)

@@ -30,10 +30,12 @@ export const OpenClipConfigSchema = z.object({
     .refine(...headsDivide),
 }).strict();
 
+/** The config of an OpenAI/OpenCLIP architecture (zod-validated data). */
 export type OpenClipConfig = z.infer<typeof OpenClipConfigSchema>;
 
 /** OpenAI's image normalisation, which every OpenAI and OpenCLIP ViT model was trained with. */
 export const OPENAI_MEAN: readonly [number, number, number] = [0.48145466, 0.4578275, 0.40821073];
+/** OpenAI's per-channel image standard deviations (OpenAI and OpenCLIP models). */
 export const OPENAI_STD: readonly [number, number, number] = [0.26862954, 0.26130258, 0.27577711];
 
 interface Dims {
@@ -109,14 +111,17 @@ for (const [name, d] of Object.entries(dims)) {
 }
 for (const [openai, name] of Object.entries(OPENAI_NAMES)) presets.set(openai, config(openai, dims[name], true));
 
+/** The names of the OpenAI/OpenCLIP architectures known by name (ViT-B-32, ViT-B/16, ...). */
 export function openClipPresetNames(): string[] {
   return [...presets.keys()];
 }
 
+/** Whether `name` is a known OpenAI/OpenCLIP architecture. */
 export function isOpenClipPreset(name: string): boolean {
   return presets.has(name);
 }
 
+/** The config of an OpenAI/OpenCLIP architecture by name; throws naming the known ones otherwise. */
 export function openClipPreset(name: string): OpenClipConfig {
   const preset = presets.get(name);
   if (preset === undefined) {

@@ -21,6 +21,7 @@ export interface TextTransformerConfig {
   mlpWidth?: number;
 }
 
+/** CLIP's causal text transformer (token and position embeddings, blocks, final layer norm). */
 export class TextTransformer extends Module {
   readonly width: number;
   readonly layers: number;

@@ -42,6 +42,7 @@ export interface ForwardFeaturesOptions {
   collectClsAttention?: boolean;
 }
 
+/** The ViT image tower, with iBOT masking and token selection for DetailCLIP's views. */
 export class MaskVisionTransformer extends Module {
   readonly imageSize: number;
   readonly patchSize: number;

@@ -10,6 +10,7 @@ export interface LoadReport {
   mismatched: { name: string; expected: number[]; got: number[] }[];
 }
 
+/** A state dict that does not fit a module: missing, unexpected or misshapen keys, all listed. */
 export class StateDictError extends Error {
   readonly report: LoadReport;
   constructor(where: string, report: LoadReport) {
@@ -30,6 +31,7 @@ function preview(items: string[]): string {
   return items.length <= 6 ? items.join(", ") : `${items.slice(0, 6).join(", ")}, ... (${items.length - 6} more)`;
 }
 
+/** Base class of every layer and model: named parameters, buffers, children, state dicts, train/eval mode. */
 export abstract class Module {
   readonly #parameters = new Map<string, Tensor>();
   readonly #buffers = new Map<string, Tensor>();

@@ -1,5 +1,6 @@
 // dtype.ts: the dtype and device vocabularies of the TypeScript side and their integer codes in detailclip.h.
 
+/** A tensor element type. */
 export type DType =
   | "float32"
   | "float64"

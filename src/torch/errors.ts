@@ -1,6 +1,7 @@
 // errors.ts: the typed error of a failed tensor operation. It names the op and the shapes of its tensor
 // arguments, so the message is actionable without a C++ backtrace (which the native side never returns).
 
+/** An error from libtorch, naming the op and the shapes of its arguments. */
 export class TorchError extends Error {
   readonly op: string;
   readonly shapes: readonly (readonly number[])[];

@@ -1,5 +1,11 @@
 // functional.ts: the neural-network functions (torch.nn.functional counterparts) over Tensor. Each is one native
 // call; shapes in the comments follow PyTorch's conventions.
+
+/**
+ * torch.nn.functional counterparts over Tensor: linear, softmax, normalize, crossEntropy, attention, ...
+ *
+ * @module
+ */
 import { type DType, dtypeCode } from "./dtype.ts";
 import { native } from "./lib.ts";
 import { check, int64List, own, ownOut, Tensor } from "./tensor.ts";

@@ -57,6 +57,7 @@ interface Entry {
   end: number;
 }
 
+/** An open safetensors file: header, metadata and tensors read one at a time. */
 export class SafeTensorsFile {
   readonly path: string;
   readonly metadata: Record<string, string>;

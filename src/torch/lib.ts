@@ -193,6 +193,7 @@ export function locateLibrary(context: LookupContext = currentContext()): string
   );
 }
 
+/** The path of the native library this process loads (DETAILCLIP_LIB, else native/build). */
 export function libraryPath(): string {
   return locateLibrary();
 }

@@ -1,7 +1,7 @@
 // pt_file.ts: torch.save files (`.pt`) in both directions, with no Python and no code execution.
 //
-// Reading: a `.pt` is a zip (src/data/zip.ts) of `<archive>/data.pkl` (a pickle) and `<archive>/data/<key>`, one raw
-// little-endian storage per key. data.pkl goes through the safe unpickler (src/data/pickle.ts) with an allow-list of
+// Reading: a `.pt` is a zip (src/formats/zip.ts) of `<archive>/data.pkl` (a pickle) and `<archive>/data/<key>`, one raw
+// little-endian storage per key. data.pkl goes through the safe unpickler (src/formats/pickle.ts) with an allow-list of
 // exactly what torch.save writes for tensors, state dicts and training checkpoints: torch._utils._rebuild_tensor_v2
 // (and _rebuild_parameter), the storage classes, collections.OrderedDict, torch.Size, argparse.Namespace (kept as
 // its attributes) and libtorch's torch.jit._pickle.restore_type_tag (so files written by savePt read back). Anything else is refused with the global's name before anything is built from it. Tensors stay
@@ -18,8 +18,8 @@ import {
   PickleTuple,
   type PickleValue,
   readPickle,
-} from "../data/pickle.ts";
-import { ZipArchive, ZipError } from "../data/zip.ts";
+} from "../formats/pickle.ts";
+import { ZipArchive, ZipError } from "../formats/zip.ts";
 import { type Device, type DType, dtypeSize } from "./dtype.ts";
 import { lastError, native } from "./lib.ts";
 import { handleList, int64List, own, Tensor } from "./tensor.ts";

@@ -18,6 +18,7 @@ export function setRngState(state: Tensor, device: Device = "cpu"): void {
   check(native().dc_rng_set_state(deviceCode(device), state.handle), "rng_set_state", [state]);
 }
 
+/** Sets libtorch's intra-op CPU threads. */
 export function setNumThreads(n: number): void {
   check(native().dc_set_num_threads(n), "set_num_threads", []);
 }
@@ -26,10 +27,12 @@ export function numThreads(): number {
   return native().dc_get_num_threads();
 }
 
+/** Whether libtorch sees a CUDA device. */
 export function cudaIsAvailable(): boolean {
   return native().dc_cuda_is_available() === 1;
 }
 
+/** How many CUDA devices libtorch sees. */
 export function cudaDeviceCount(): number {
   const count = native().dc_cuda_device_count();
   if (count < 0) throw new Error(`cuda_device_count: ${lastError()}`);
@@ -67,6 +70,7 @@ export function liveTensors(): number {
   return Number(native().dc_live_tensors());
 }
 
+/** The version of the libtorch the native library was built against. */
 export function torchVersion(): string {
   const pointer = native().dc_torch_version();
   return pointer === null ? "unknown" : Deno.UnsafePointerView.getCString(pointer);

@@ -112,6 +112,7 @@ export function enableGrad<T>(fn: () => T): T {
   }
 }
 
+/** Whether autograd records operations here. */
 export function isGradEnabled(): boolean {
   return native().dc_is_grad_enabled() === 1;
 }

@@ -17,6 +17,7 @@ import { keep, type Scoped, track } from "./scope.ts";
 import { codes } from "./symbols.ts";
 
 type Handle = Deno.PointerObject;
+/** The typed arrays a tensor copies in from and out to. */
 export type TypedArray =
   | Float32Array
   | Float64Array
@@ -27,6 +28,7 @@ export type TypedArray =
   | Int16Array
   | Uint16Array;
 
+/** dtype, device and requires_grad of a new tensor. */
 export interface TensorOptions {
   dtype?: DType;
   device?: Device;
@@ -89,6 +91,7 @@ function toDims(dims: number | readonly number[] | undefined): readonly number[]
   return typeof dims === "number" ? [dims] : dims;
 }
 
+/** A libtorch tensor: an owned native handle, freed by dispose() or by the enclosing tidy() scope. */
 export class Tensor implements Scoped {
   #handle: Handle | null;
   #shape: number[] | null = null;

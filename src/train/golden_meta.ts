@@ -5,7 +5,7 @@ import { z } from "zod";
 import { configFromGoldenHyper } from "../models/configs.ts";
 import { DetailCLIP } from "../models/detailclip.ts";
 import { loadSafeTensors, manualSeed } from "../torch/mod.ts";
-import { isTorchCheckpoint, loadOfficialWeights, openOfficialCheckpoint } from "./official_checkpoint.ts";
+import { isTorchCheckpoint, loadOfficialWeights, openOfficialCheckpoint } from "../checkpoint/official_checkpoint.ts";
 
 export const GoldenMetaSchema = z.object({
   hyper: z.record(z.number()),

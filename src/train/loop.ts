@@ -32,20 +32,24 @@ import {
 import { ProcessGroup } from "../torch/dist.ts";
 import { ActivationCheckpoints, withCheckpoints } from "../nn/checkpoint.ts";
 import { autocastUnsupported, GradScaler, type Precision } from "./amp.ts";
-import { checkpointPath, findResumeCheckpoint, listCheckpoints, loadCheckpoint, saveCheckpoint } from "./checkpoint.ts";
-import { describeNonFinite, nonFiniteTensors } from "./finite.ts";
+import {
+  checkpointPath,
+  findResumeCheckpoint,
+  listCheckpoints,
+  loadCheckpoint,
+  saveCheckpoint,
+} from "../checkpoint/checkpoint.ts";
+import { describeNonFinite, nonFiniteTensors } from "../checkpoint/finite.ts";
 import { acquireRunLock, type RunLock } from "./run_lock.ts";
 import { claimOutputDir } from "./run_folder.ts";
 import { stopIfLauncherGone } from "./launcher_link.ts";
 import { captureRngStates, restoreRngStates, RNG_CPU_KEY, RNG_CUDA_KEY } from "./rng_state.ts";
 import {
-  describeOfficialResume,
   isTorchCheckpoint,
   OfficialCheckpointError,
-  type OfficialResume,
   openOfficialCheckpoint,
-  restoreOfficialTraining,
-} from "./official_checkpoint.ts";
+} from "../checkpoint/official_checkpoint.ts";
+import { describeOfficialResume, type OfficialResume, restoreOfficialTraining } from "./official_resume.ts";
 import { PtFileError } from "../torch/pt_file.ts";
 import { evaluateSynthetic, type SyntheticEval } from "./evaluate.ts";
 import { JsonlWriter, ProgressBar } from "./logging.ts";
@@ -55,7 +59,7 @@ import { flagOf, OptionError, type TrainOptions } from "./options.ts";
 import { initFromPretrained } from "./pretrained.ts";
 import { describeValidation, TrainValidation } from "./validation.ts";
 import { TENSORBOARD_DIR, TensorBoardWriter } from "./tensorboard.ts";
-import { lossCurveSvg } from "./plot.ts";
+import { lossCurveSvg } from "../viz/loss_curve.ts";
 import { cosineValue, emaMomentum } from "./schedules.ts";
 import { writeFileAtomic } from "../fs/atomic_write.ts";
 import { gatherDataState, restoreDataState } from "./data_state.ts";
@@ -114,6 +118,7 @@ export class NonFiniteStateError extends Error {
   }
 }
 
+/** What a training run did: model, data set, steps, time, first and last loss, zero-shot and retrieval before/after. */
 export interface TrainSummary {
   model: string;
   dataset: string;
@@ -151,6 +156,7 @@ function injectedNaN(): { step: number; term: string } | null {
   return { step: Number(step), term: term ?? "loss" };
 }
 
+/** Trains a model as `deno task train` does (one process, or one rank under a launcher) and returns a summary. */
 export async function train(options: TrainOptions, log: (line: string) => void = console.log): Promise<TrainSummary> {
   // One process unless started by `deno task launch`, torchrun or srun: then every rank runs this same function and
   // only rank 0 prints, evaluates and writes (src/torch/dist.ts reads the launcher's variables).

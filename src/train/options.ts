@@ -80,6 +80,7 @@ export const TrainOptionsSchema = z.object({
   disableGradOverlap: z.boolean().default(false),
 }).strict();
 
+/** Every training option, the CLI's flags as data (see TrainOptionsSchema for defaults). */
 export type TrainOptions = z.infer<typeof TrainOptionsSchema>;
 
 interface FlagSpec {
@@ -254,6 +255,7 @@ export function trainHelp(): string {
   ].join("\n");
 }
 
+/** An invalid training option; the message names the flag. */
 export class OptionError extends Error {
   constructor(message: string) {
     super(message);
@@ -357,6 +359,7 @@ export function flagOf(key: string): string {
   return entry ? `--${entry[0]}` : key;
 }
 
+/** Validates training options given as data (missing ones take the official defaults); throws OptionError. */
 export function validate(raw: Record<string, unknown>, where: string): TrainOptions {
   const result = TrainOptionsSchema.safeParse(raw);
   if (!result.success) {

@@ -1,5 +1,5 @@
 // pretrained.ts: `train --pretrained W`: start a CLIP_* model, or DetailCLIP's student, from OpenAI/OpenCLIP weights
-// (any file src/eval/clip_weights.ts reads). The text tower is OpenAI's in both projects, so it maps key for key
+// (any file src/checkpoint/clip_weights.ts reads). The text tower is OpenAI's in both projects, so it maps key for key
 // (transformer.resblocks.*, token_embedding, positional_embedding, ln_final, text_projection, logit_scale). The vision
 // tower is mapped where the shapes fit onto our timm-style ViT: conv1 -> patch_embed.proj (bias 0), class_embedding ->
 // cls_token, positional_embedding -> pos_embed, ln_1/attn.in_proj/attn.out_proj/ln_2/c_fc/c_proj -> norm1/attn.qkv/
@@ -11,7 +11,7 @@
 import { CLIP } from "../models/clip.ts";
 import { DetailCLIP } from "../models/detailclip.ts";
 import { noGrad, type Tensor } from "../torch/mod.ts";
-import { ClipWeightsError, openClipWeights } from "../eval/clip_weights.ts";
+import { ClipWeightsError, openClipWeights } from "../checkpoint/clip_weights.ts";
 import { OptionError } from "./options.ts";
 
 /** Our student key -> the OpenAI/OpenCLIP key it comes from, for every mapped tensor of `model`. */

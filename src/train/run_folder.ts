@@ -5,7 +5,7 @@
 // (model, data, seed: what makes it a different experiment) differ from this run's are another run's. Either way the
 // run stops with one line, unless --overwrite says to remove them. Options that a resume may change (steps, logging,
 // workers, device, precision) are not part of the identity.
-import { BEST_CHECKPOINT, listCheckpoints, readCheckpointHeader } from "./checkpoint.ts";
+import { BEST_CHECKPOINT, listCheckpoints, readCheckpointHeader } from "../checkpoint/checkpoint.ts";
 import { flagOf, OptionError, type TrainOptions } from "./options.ts";
 
 /** What a run writes into its folder besides checkpoints; a fresh run would restart or replace each. */

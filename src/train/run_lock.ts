@@ -5,7 +5,7 @@
 // was. The file is never deleted (deleting a lock file races with a process that has opened but not yet locked it);
 // a clean release empties it. The trade: on a network file system without shared locks only the recorded holder
 // warns, it cannot exclude.
-import { processIsAlive } from "./checkpoint.ts";
+import { processIsAlive } from "../checkpoint/checkpoint.ts";
 import { OptionError } from "./options.ts";
 
 export const LOCK_FILE = "detailclip.lock";

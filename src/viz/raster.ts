@@ -2,7 +2,7 @@
 // lines, bitmap text horizontal or rotated, image blits) plus colour maps, ending in PNG bytes. It trades quality
 // for having no dependency: nothing is anti-aliased, lines are Bresenham with a square pen, and every primitive
 // clips silently at the canvas edge (figures draw near their borders on purpose).
-import { encodePng } from "../data/png.ts";
+import { encodePng } from "../formats/png.ts";
 import { GLYPH_ADVANCE, GLYPH_HEIGHT, GLYPH_WIDTH, glyphInk, textWidth } from "./font.ts";
 
 /** An sRGB colour, 0–255 per channel. */
@@ -13,7 +13,7 @@ export const BLACK: Rgb = [0, 0, 0];
 export const DARK_GREY: Rgb = [60, 60, 60];
 export const LIGHT_GREY: Rgb = [210, 210, 210];
 
-/** Tableau 10 (the loss-curve palette of src/train/plot.ts): distinct, and readable with common colour blindness. */
+/** Tableau 10 (the loss-curve palette of src/viz/loss_curve.ts): distinct, and readable with common colour blindness. */
 export const PALETTE: readonly Rgb[] = [
   [78, 121, 167],
   [242, 142, 43],

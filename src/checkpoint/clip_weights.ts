@@ -10,7 +10,7 @@
 // attributes (input_resolution, context_length, vocab_size, which its build_model deletes too) and attention-mask
 // buffers are dropped by name. Every other key must be one of the model's: missing, unexpected and mis-shaped keys are
 // an error that names them. Weights are read one at a time and converted to float32.
-import { PickleError, type PickleValue } from "../data/pickle.ts";
+import { PickleError, type PickleValue } from "../formats/pickle.ts";
 import { OpenClip } from "../models/openclip.ts";
 import {
   inferOpenClipConfig,

@@ -3,34 +3,12 @@
 // and features (palette, alpha, 16-bit, interlacing) for a file that reads in one sitting and needs nothing but
 // node:zlib, which Deno provides.
 import { deflateSync } from "node:zlib";
+import { crc32 } from "./crc32.ts";
 
 /** PNG colour types this encoder writes: 0 = gray8, 2 = RGB8. */
 export type PngColorType = "gray" | "rgb";
 
 const SIGNATURE = new Uint8Array([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
-
-// CRC-32 (ISO 3309, the polynomial PNG specifies), one table built on first use.
-let crcTable: Uint32Array | null = null;
-
-function crcTableOnce(): Uint32Array {
-  if (crcTable !== null) return crcTable;
-  const table = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    table[n] = c >>> 0;
-  }
-  crcTable = table;
-  return table;
-}
-
-/** CRC-32 of `bytes` (the same value as zlib.crc32 / Python's zlib.crc32). */
-export function crc32(bytes: Uint8Array, start = 0, end: number = bytes.length): number {
-  const table = crcTableOnce();
-  let c = 0xffffffff;
-  for (let i = start; i < end; i++) c = table[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
 
 /** One PNG chunk: length (4, big-endian), type (4 ASCII), data, CRC over type + data. */
 export function pngChunk(type: string, data: Uint8Array): Uint8Array {

@@ -48,6 +48,7 @@ export interface SaveCheckpointOptions {
   finiteChecked?: boolean;
 }
 
+/** A checkpoint read back: its path, step, tensors (owned by the caller) and meta. */
 export interface LoadedCheckpoint {
   path: string;
   step: number;

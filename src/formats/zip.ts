@@ -4,7 +4,7 @@
 // stored members as they are, deflated ones through node:zlib, both checked against their CRC-32. It trades writing,
 // encryption, multi-disk archives and compression methods other than stored/deflate for a reader that fits on a page.
 import { inflateRawSync } from "node:zlib";
-import { crc32 } from "./png.ts";
+import { crc32 } from "./crc32.ts";
 
 /** A malformed, truncated or unsupported archive, or a member that fails its checks. */
 export class ZipError extends Error {

@@ -1,7 +1,11 @@
-// plot.ts: loss curves as a standalone SVG string, so a run's summary has a picture without a plotting library,
+// loss_curve.ts: loss curves as a standalone SVG string, so a run's summary has a picture without a plotting library,
 // a browser or a font file. Axes with "nice" ticks (1, 2, 5 × 10^k, or decades on a log axis), one coloured line
 // per series, an EMA-smoothed line over the faint raw one when the data are noisy, and a legend with each series'
 // last value. It trades typography for zero dependencies: text widths are estimated, not measured.
+import { niceStep, ticksBetween } from "./ticks.ts";
+
+// A loss axis spans a small range (e.g. 2.0 to 4.5): 2.5 × 10^k gives it a few more ticks than 1, 2, 5 alone.
+const LOSS_CURVE_MANTISSAS: readonly number[] = [1, 2, 2.5, 5];
 
 export interface Series {
   name: string;
@@ -318,11 +322,10 @@ function linearAxis(lo: number, hi: number, count: number): Axis {
     lo -= pad;
     hi += pad;
   }
-  const step = niceStep((hi - lo) / count);
+  const step = niceStep((hi - lo) / count, LOSS_CURVE_MANTISSAS);
   const min = Math.floor(lo / step + 1e-9) * step;
   const max = Math.ceil(hi / step - 1e-9) * step;
-  const ticks: number[] = [];
-  for (let i = 0; min + i * step <= max + step * 1e-9; i++) ticks.push(clean(min + i * step));
+  const ticks = ticksBetween(min, max, step);
   const decimals = Math.max(0, -Math.floor(Math.log10(step) + 1e-9) + (isHalfDecade(step) ? 1 : 0));
   const label = (v: number): string =>
     Math.abs(v) >= 1e4 && v % 1000 === 0 ? `${clean(v / 1000)}k` : v.toFixed(decimals);
@@ -351,13 +354,6 @@ function logAxis(lo: number, hi: number): Axis {
   if (ticks.length < 3) ticks = candidates([1, 2, 3, 4, 5, 6, 7, 8, 9]);
   if (ticks.length < 2) ticks = [clean(lo), clean(hi)];
   return { min, max, ticks, log: true, label: shortNumber };
-}
-
-function niceStep(rough: number): number {
-  const power = 10 ** Math.floor(Math.log10(rough));
-  const scaled = rough / power;
-  const nice = scaled <= 1 ? 1 : scaled <= 2 ? 2 : scaled <= 2.5 ? 2.5 : scaled <= 5 ? 5 : 10;
-  return nice * power;
 }
 
 /** 2.5 × 10^k needs one more decimal than its power of ten suggests. */
