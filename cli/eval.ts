@@ -10,14 +10,15 @@ import { catalogTable, officialMetric, readCatalog } from "../src/eval/catalog.t
 import { FILE_DATASET_KINDS, openFileDataset, parseDatasetSpec } from "../src/eval/dataset_spec.ts";
 import { fileEvalDataset } from "../src/eval/file_datasets.ts";
 import { ADE20K_CLASSES, ade20kEvalDataset, ade20kRootOf } from "../src/eval/ade20k.ts";
-import { EvalModelError, loadEvalModel } from "../src/eval/model.ts";
+import { loadEvalModel } from "../src/eval/model.ts";
 import { confusionMatrixPng, recallCurvePng } from "../src/eval/plots.ts";
 import { extractFeatures, linearProbe, segmentationProbe } from "../src/eval/probe.ts";
 import { readZeroShotPrompts, runRetrieval, runZeroShot, type ZeroShotPrompts } from "../src/eval/run.ts";
 import { SHAPES, SYNTHETIC_DATASET_KEY } from "../src/data/synthetic.ts";
-import { CheckpointError } from "../src/train/checkpoint.ts";
-import { type Device, TorchError } from "../src/torch/mod.ts";
+import type { Device } from "../src/torch/mod.ts";
 import { UsageError } from "./usage_error.ts";
+import { EXIT, reportFailure } from "./errors.ts";
+import { parseDevice, requireDevice } from "../src/torch/device.ts";
 
 const SUBCOMMANDS = ["zeroshot", "retrieval", "probe", "segprobe"] as const;
 type Subcommand = typeof SUBCOMMANDS[number];
@@ -177,7 +178,7 @@ function parseArgs(args: string[]): EvalArgs {
     trainSize: integer("--train-size", 2000),
     batchSize: integer("--batch-size", 200),
     threads: values.has("--threads") ? integer("--threads", 1) : undefined,
-    device: (values.get("--device") ?? "cpu") as Device,
+    device: parseDevice(values.get("--device") ?? "cpu"),
     out: values.get("--out"),
     plots: values.get("--plots"),
   };
@@ -330,6 +331,7 @@ function zeroShotPrompts(args: EvalArgs, kind: string | undefined): ZeroShotProm
 
 function evaluate(args: EvalArgs): Outcome {
   const v = args.values;
+  requireDevice(args.device);
   const spec = parseDatasetSpec(args.dataset);
   const adeRoot = ade20kRootOf(args.dataset);
   if (spec === null && adeRoot === null && v.get("--catalog") === undefined) {
@@ -583,14 +585,7 @@ export function runEval(args: string[]): number {
   try {
     outcome = evaluate(parsed);
   } catch (error) {
-    if (
-      error instanceof DatasetError || error instanceof EvalModelError || error instanceof CheckpointError ||
-      error instanceof TorchError
-    ) {
-      console.error(`detailclip eval: ${error.message}`);
-      return 1;
-    }
-    throw error;
+    return reportFailure("eval", error); // one line and the documented status (docs/errors.md)
   }
   const towers = parsed.ema ? "EMA towers" : "student towers";
   const source = parsed.values.get("--catalog") ?? parsed.dataset;
@@ -608,7 +603,7 @@ export function runEval(args: string[]): number {
     Deno.writeTextFileSync(parsed.out, JSON.stringify(record, (_k, v) => (Number.isNaN(v) ? null : v), 2) + "\n");
     console.log(`wrote ${parsed.out}`);
   }
-  return (outcome.failed ?? 0) > 0 ? 1 : 0;
+  return (outcome.failed ?? 0) > 0 ? EXIT.data : 0; // some catalog data set could not be evaluated
 }
 
 export function main(args: string[]): Promise<number> {

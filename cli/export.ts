@@ -5,14 +5,11 @@
 // extract_backbone_weights.py use case). safetensors by default: every framework reads it without unpickling; `.pt`
 // is written by libtorch's pickler, so Python's torch.load (and timm/mmseg tooling that expects it) reads it.
 import { CheckpointError, loadCheckpoint } from "../src/train/checkpoint.ts";
-import {
-  isTorchCheckpoint,
-  OfficialCheckpointError,
-  openOfficialCheckpoint,
-} from "../src/train/official_checkpoint.ts";
+import { isTorchCheckpoint, openOfficialCheckpoint } from "../src/train/official_checkpoint.ts";
 import { type Tensor, writeSafeTensors } from "../src/torch/mod.ts";
-import { PtFileError, savePt } from "../src/torch/pt_file.ts";
+import { savePt } from "../src/torch/pt_file.ts";
 import { UsageError } from "./usage_error.ts";
+import { WriteError } from "../src/io/write_error.ts";
 
 const HELP = `usage: deno task export backbone --checkpoint P [--teacher] --out X.safetensors|X.pt
 
@@ -51,22 +48,16 @@ export function runExport(args: string[]): number {
     }
   }
   if (checkpoint === undefined || out === undefined) throw new UsageError("--checkpoint and --out are required");
-  let tensors: Map<string, Tensor>;
-  let kind: string;
-  try {
-    ({ tensors, kind } = readCheckpointTensors(checkpoint, teacher));
-  } catch (error) {
-    if (error instanceof CheckpointError || error instanceof PtFileError || error instanceof OfficialCheckpointError) {
-      console.error(`detailclip export: ${error.message}`);
-      return 1;
-    }
-    throw error;
-  }
+  // An unreadable checkpoint (status 6) or a failed write (status 7) ends in cli/errors.ts with one line.
+  const { tensors, kind } = readCheckpointTensors(checkpoint, teacher);
   try {
     const backbone = backboneTensors(tensors, teacher);
     if (backbone.size === 0) {
-      console.error(`detailclip export: ${checkpoint} has no ${teacher ? "visual_ema" : "visual"} tensors (${kind})`);
-      return 1;
+      throw new CheckpointError(
+        checkpoint,
+        "invalid-state",
+        `no ${teacher ? "visual_ema" : "visual"} tensors (${kind})`,
+      );
     }
     try {
       if (/\.(pt|pth)$/i.test(out)) savePt(out, backbone);
@@ -76,9 +67,7 @@ export function runExport(args: string[]): number {
           tower: teacher ? "visual_ema" : "visual",
         });}
     } catch (error) {
-      if (!(error instanceof PtFileError)) throw error;
-      console.error(`detailclip export: ${error.message}`);
-      return 1;
+      throw new WriteError(out, error);
     }
     console.log(`wrote ${out}: ${backbone.size} tensors (${teacher ? "teacher" : "student"} backbone)`);
     return 0;

@@ -1,37 +1,16 @@
-// train.ts: `deno task train [options]`; with no options, the built-in demo on synthetic captioned shapes.
-import { DistError } from "../src/torch/dist.ts";
-import { TorchError } from "../src/torch/mod.ts";
-import { NonFiniteLossError, train } from "../src/train/loop.ts";
-import { OptionError, parseTrainOptions, trainHelp } from "../src/train/options.ts";
-import { UsageError } from "./usage_error.ts";
+// train.ts: `deno task train [options]`; with no options, the built-in demo on synthetic captioned shapes. Failures
+// (bad options, a non-finite loss, a lost rank, a full disk, ...) go to the boundary of cli/errors.ts.
+import { train } from "../src/train/loop.ts";
+import { parseTrainOptions, trainHelp } from "../src/train/options.ts";
+import { preflightTrain } from "./train_preflight.ts";
 
 export async function main(args: string[]): Promise<number> {
   if (args.includes("--help") || args.includes("-h")) {
     console.log(trainHelp());
     return 0;
   }
-  let options;
-  try {
-    options = parseTrainOptions(args);
-  } catch (error) {
-    if (error instanceof OptionError) throw new UsageError(error.message);
-    throw error;
-  }
-  try {
-    await train(options);
-    return 0;
-  } catch (error) {
-    if (error instanceof OptionError) throw new UsageError(error.message);
-    if (error instanceof NonFiniteLossError) {
-      console.error(`detailclip train: ${error.message}`);
-      return 3;
-    }
-    // A lost rank, a timeout or mismatched options across ranks: one line, no stack (a collective that fails inside
-    // backward arrives wrapped in the TorchError of backward).
-    if (error instanceof DistError || (error instanceof TorchError && error.nativeMessage.startsWith("dist "))) {
-      console.error(`detailclip train: ${error instanceof TorchError ? error.nativeMessage : error.message}`);
-      return 4;
-    }
-    throw error;
-  }
+  const options = parseTrainOptions(args);
+  preflightTrain(options);
+  await train(options);
+  return 0;
 }

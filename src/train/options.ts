@@ -3,12 +3,22 @@
 // where the built-in demo needs otherwise (dataset, model, epochs, batch size), which the help text says.
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { presetNames } from "../models/configs.ts";
+import { DEVICE_CHOICES, DEVICE_PATTERN } from "../torch/device.ts";
+import { INPUT_CAPS, readInputText } from "../io/input_file.ts";
 
 export const DATASETS = ["synthetic", "csv", "webdataset", "coco", "yfcc15m", "redcaps"] as const;
 export const PRECISIONS = ["fp32", "bf16", "fp16"] as const;
+/**
+ * Above this many libtorch or data threads the value is refused, not just warned about (cli/train_preflight.ts warns
+ * above the machine's cores): `--threads 100000` would start that many threads and stall the machine.
+ */
+export const MAX_THREADS = 1024;
 
 export const TrainOptionsSchema = z.object({
-  model: z.string().min(1).default("tiny_synthetic"),
+  model: z.string().refine((name) => presetNames().includes(name), {
+    message: `unknown model (known: ${presetNames().join(", ")})`,
+  }).default("tiny_synthetic"),
   dataset: z.enum(DATASETS).default("synthetic"),
   metadata: z.string().optional(),
   root: z.string().default(""),
@@ -31,15 +41,17 @@ export const TrainOptionsSchema = z.object({
   eps: z.number().positive().default(1e-8),
   disableAmp: z.boolean().default(false),
   precision: z.enum(PRECISIONS).optional(),
-  device: z.string().regex(/^(cpu|cuda|cuda:\d+)$/, "expected cpu, cuda or cuda:N").default("cpu"),
-  seed: z.number().int().min(0).default(0),
+  device: z.string().regex(DEVICE_PATTERN, `expected ${DEVICE_CHOICES}`).default("cpu"),
+  // libtorch seeds with a uint64; JSON numbers stay exact up to 2^53 - 1 (and rank r adds r).
+  seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER - 65536, "expected an integer in [0, 2^53 - 65537]")
+    .default(0),
   resume: z.string().optional(),
   printFreq: z.number().int().positive().default(10),
   evalFreq: z.number().int().positive().default(1),
   saveFreq: z.number().int().positive().optional(),
   keepLast: z.number().int().positive().default(3),
-  workers: z.number().int().min(0).default(1),
-  threads: z.number().int().positive().optional(),
+  workers: z.number().int().min(0).max(MAX_THREADS).default(1),
+  threads: z.number().int().positive().max(MAX_THREADS).optional(),
   maxSteps: z.number().int().positive().optional(),
   clipLossWeight: z.number().min(0).default(1),
   reconstLossWeight: z.number().min(0).default(1),
@@ -229,9 +241,15 @@ function convert(flag: string, spec: FlagSpec, value: string | boolean): unknown
 }
 
 function readConfig(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readInputText(path, `--config ${path}`, INPUT_CAPS.config); // a FIFO or /dev/zero is refused unread
+  } catch (error) {
+    throw new OptionError((error as Error).message);
+  }
   let data: unknown;
   try {
-    data = JSON.parse(Deno.readTextFileSync(path));
+    data = JSON.parse(text);
   } catch (error) {
     throw new OptionError(`--config ${path}: ${(error as Error).message}`);
   }
