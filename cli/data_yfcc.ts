@@ -3,6 +3,7 @@
 // title + ' ' + desc and the image at R/images/<hash[:3]>/<hash[3:6]>/<hash>.jpg (the official zips' members,
 // extracted). Prints one JSON line with the counts. For the official zips as they are, `train --dataset yfcc15m`
 // needs no conversion.
+import { readRegularFileSync } from "../src/io/input_file.ts";
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { csvField, readYfccMetadata, yfccCaption, yfccImagePath } from "../src/data/yfcc.ts";
@@ -43,7 +44,7 @@ export async function main(args: string[]): Promise<number> {
   }
   const root = resolve(values.root!);
   const start = performance.now();
-  const bytes = await Deno.readFile(values.metadata!);
+  const bytes = readRegularFileSync(values.metadata!);
   const out = await Deno.open(values.out!, { write: true, create: true, truncate: true });
   const encoder = new TextEncoder();
   let chunk: string[] = ["filepath,title\n"];

@@ -63,6 +63,12 @@ function osCode(error: unknown): string | undefined {
   return typeof code === "string" && /^E[A-Z0-9]+$/.test(code) ? code : undefined;
 }
 
+/** node:util parseArgs's own errors (an unknown option, a missing value), thrown by the commands that use it. */
+function isParseArgsError(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === "string" && code.startsWith("ERR_PARSE_ARGS");
+}
+
 function isDenoFsError(error: unknown): boolean {
   return Object.values(Deno.errors).some((type) => error instanceof type);
 }
@@ -91,7 +97,10 @@ export function classify(error: unknown, command: string): Failure | null {
   const diskHint = command === "train"
     ? "free some space, then rerun with --resume auto: the last checkpoint written is intact"
     : "free some space and rerun";
-  if (error instanceof UsageError || error instanceof OptionError || error instanceof DeviceError) {
+  if (
+    error instanceof UsageError || error instanceof OptionError || error instanceof DeviceError ||
+    isParseArgsError(error)
+  ) {
     const hint = message.includes("--help") ? undefined : `see detailclip ${command} --help`;
     return { status: EXIT.usage, message, hint };
   }

@@ -18,6 +18,7 @@ import { SHAPES, SYNTHETIC_DATASET_KEY } from "../src/data/synthetic.ts";
 import type { Device } from "../src/torch/mod.ts";
 import { UsageError } from "./usage_error.ts";
 import { EXIT, reportFailure } from "./errors.ts";
+import { checkOutputDir, checkOutputFile } from "./output_paths.ts";
 import { parseDevice, requireDevice } from "../src/torch/device.ts";
 
 const SUBCOMMANDS = ["zeroshot", "retrieval", "probe", "segprobe"] as const;
@@ -581,6 +582,8 @@ export function runEval(args: string[]): number {
     return args.length === 0 ? 2 : 0;
   }
   const parsed = parseArgs(args);
+  if (parsed.out !== undefined) checkOutputFile(parsed.out, "--out"); // before any work
+  if (parsed.plots !== undefined) checkOutputDir(parsed.plots, "--plots");
   let outcome;
   try {
     outcome = evaluate(parsed);

@@ -10,6 +10,7 @@ import { type Tensor, writeSafeTensors } from "../src/torch/mod.ts";
 import { savePt } from "../src/torch/pt_file.ts";
 import { UsageError } from "./usage_error.ts";
 import { WriteError } from "../src/io/write_error.ts";
+import { checkOutputFile } from "./output_paths.ts";
 
 const HELP = `usage: deno task export backbone --checkpoint P [--teacher] --out X.safetensors|X.pt
 
@@ -48,6 +49,7 @@ export function runExport(args: string[]): number {
     }
   }
   if (checkpoint === undefined || out === undefined) throw new UsageError("--checkpoint and --out are required");
+  checkOutputFile(out, "--out"); // before the checkpoint is read
   // An unreadable checkpoint (status 6) or a failed write (status 7) ends in cli/errors.ts with one line.
   const { tensors, kind } = readCheckpointTensors(checkpoint, teacher);
   try {

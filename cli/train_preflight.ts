@@ -7,6 +7,7 @@ import type { Device } from "../src/torch/dtype.ts";
 import { CheckpointError } from "../src/train/checkpoint.ts";
 import type { TrainOptions } from "../src/train/options.ts";
 import { UsageError } from "./usage_error.ts";
+import { checkOutputDir } from "./output_paths.ts";
 
 /** Throws a UsageError (or a CheckpointError for --resume) for anything that cannot work; warns on stderr. */
 export function preflightTrain(options: TrainOptions, warn: (line: string) => void = console.error): void {
@@ -38,42 +39,4 @@ function checkThreads(options: TrainOptions, warn: (line: string) => void): void
       warn(`detailclip train: warning: ${flag} ${value} is more than this machine's ${cores} cores`);
     }
   }
-}
-
-/**
- * The run folder must be a folder we can create and write: a file in its place, a file on its path, a read-only
- * parent or a full disk each end here with one line, before the model is built.
- */
-export function checkOutputDir(dir: string, flag = "--output-dir"): void {
-  let info: Deno.FileInfo | null = null;
-  try {
-    info = Deno.statSync(dir);
-  } catch (error) {
-    if (!(error instanceof Deno.errors.NotFound)) {
-      throw new UsageError(`${flag} ${dir}: ${reason(error)}`);
-    }
-  }
-  if (info !== null && !info.isDirectory) {
-    throw new UsageError(`${flag} ${dir}: exists and is not a folder (choose another path or remove the file)`);
-  }
-  try {
-    Deno.mkdirSync(dir, { recursive: true });
-  } catch (error) {
-    throw new UsageError(`${flag} ${dir}: cannot create the folder: ${reason(error)}`);
-  }
-  const probe = `${dir}/.detailclip-write-probe-${Deno.pid}`;
-  try {
-    Deno.writeFileSync(probe, new Uint8Array(0)); // empty: a full disk is reported by the first real write
-  } catch (error) {
-    throw new UsageError(`${flag} ${dir}: the folder is not writable: ${reason(error)}`);
-  } finally {
-    try {
-      Deno.removeSync(probe);
-    } catch { /* never created */ }
-  }
-}
-
-/** An OS error's reason without Deno's `: mkdir '/path'` suffix (the path is already in the message). */
-function reason(error: unknown): string {
-  return (error as Error).message.replace(/(\(os error \d+\)).*$/, "$1");
 }

@@ -12,6 +12,7 @@ import { readEvalImage, teacherSelection, unnormalize } from "../src/viz/teacher
 import { drawTokenMap } from "../src/viz/token_map.ts";
 import { UsageError } from "./usage_error.ts";
 import { reportFailure } from "./errors.ts";
+import { checkOutputFile } from "./output_paths.ts";
 
 const HELP = `usage: deno task viz tokens --checkpoint P --image FILE --out PNG [--mask-ratio R] [--device D]
 
@@ -106,6 +107,7 @@ export function runViz(args: string[]): number {
   }
   if (what !== "tokens") throw new UsageError(`unknown picture '${what}' (known: tokens)\n\n${HELP}`);
   const parsed = parseArgs(rest);
+  checkOutputFile(parsed.out, "--out"); // before the checkpoint is loaded
   try {
     return tokens(parsed);
   } catch (error) {

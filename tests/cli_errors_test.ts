@@ -143,6 +143,22 @@ Deno.test("usage: other commands' bad options are one line with status 2", async
   assertOneLine(await cli(["viz", "tokens", "--checkpoint", "c"]), "viz", EXIT.usage, ["required"]);
 });
 
+Deno.test("usage: output files that are folders or lie under a file are refused before any work (status 2)", async () => {
+  await withDir("dc-cli-outfile-", async (dir) => {
+    const file = `${dir}/a-file`;
+    Deno.writeTextFileSync(file, "x");
+    // the checkpoints do not exist: the output is checked first
+    const exported = await cli(["export", "backbone", "--checkpoint", `${dir}/none`, "--out", dir]);
+    assertOneLine(exported, "export", EXIT.usage, [`--out ${dir}`, "is a folder"]);
+    const evaluated = await cli(["eval", "zeroshot", "--checkpoint", `${dir}/none`, "--out", `${file}/r.json`]);
+    assertOneLine(evaluated, "eval", EXIT.usage, [`--out ${file}/r.json`, "not a folder"]);
+    const plots = await cli(["eval", "zeroshot", "--checkpoint", `${dir}/none`, "--plots", file]);
+    assertOneLine(plots, "eval", EXIT.usage, [`--plots ${file}`, "not a folder"]);
+    const viz = await cli(["viz", "tokens", "--checkpoint", `${dir}/none`, "--image", file, "--out", `${file}/t.png`]);
+    assertOneLine(viz, "viz", EXIT.usage, [`--out ${file}/t.png`]);
+  })();
+});
+
 // ---- checkpoints: status 6 -------------------------------------------------------------------------------------
 
 Deno.test("checkpoint: a truncated or hostile --resume, --checkpoint or FIFO is one line with status 6", async () => {

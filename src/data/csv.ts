@@ -3,8 +3,8 @@
 // paths resolve against --root. Parsing is RFC 4180 (quoted fields, "" escapes, separators and newlines inside
 // quotes) done on bytes, so one invalid UTF-8 caption costs its row, not the whole file; such rows, rows with too few
 // fields and empty captions are skipped and counted while indexing.
+import { readRegularFileSync } from "../io/input_file.ts";
 import { dirname, isAbsolute, join } from "node:path";
-import { requireRegularFile } from "../io/input_file.ts";
 import {
   checkCaption,
   type FileSourceOptions,
@@ -148,10 +148,9 @@ export function readCsvTable(options: CsvOptions): SampleTable {
   const root = options.root ?? dirname(options.path);
   const imageColumn = options.imageColumn ?? "filepath";
   const captionColumn = options.captionColumn ?? "title";
-  requireRegularFile(options.path, `csv ${options.path}`); // a FIFO would block
   const broken: DelimitedSkips = { unterminatedQuote: 0 };
   const separator = options.separator ?? defaultSeparator(options.path);
-  const rows = parseDelimited(Deno.readFileSync(options.path), separator, broken);
+  const rows = parseDelimited(readRegularFileSync(options.path), separator, broken);
   if (rows.length === 0) throw new Error(`csv: ${options.path} is empty (a header row is required)`);
   const header = rows[0].map((h) => (h ?? "").trim());
   const imageAt = header.indexOf(imageColumn), captionAt = header.indexOf(captionColumn);

@@ -3,6 +3,7 @@
 // fixed-width string dtypes (`<U n` UTF-32, `|S n` bytes) and the integer dtypes of either byte order, and refuses
 // object arrays (`|O`: pickled Python objects, which `np.load(allow_pickle=True)` would execute) with a message that
 // says how to re-save them. Multi-dimensional arrays other than (N,) and (N, 1) are out of scope.
+import { readRegularFileSync } from "../io/input_file.ts";
 import { DatasetError } from "./datasets.ts";
 
 export type NpyArray = { kind: "string"; values: string[] } | { kind: "int"; values: number[] };
@@ -61,7 +62,7 @@ export function readNpyHeader(bytes: Uint8Array, path: string): NpyHeader {
 export function readNpy(path: string): NpyArray {
   let bytes: Uint8Array;
   try {
-    bytes = Deno.readFileSync(path);
+    bytes = readRegularFileSync(path);
   } catch (cause) {
     throw new DatasetError(`${path}: cannot read (${(cause as Error).message})`);
   }

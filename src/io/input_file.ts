@@ -79,6 +79,22 @@ export function readInputFile(path: string, what: string, maxBytes: number): Uin
   }
 }
 
+/**
+ * Deno.readFileSync for a path a user named, refusing a FIFO, a device or a directory before opening it (InputFileError);
+ * errors of stat itself (NotFound, PermissionDenied) are the original Deno errors, so callers' handling stays as it
+ * was. For files whose size is theirs to choose (manifests, metadata pickles, data sets): no cap beyond memory.
+ */
+export function readRegularFileSync(path: string): Uint8Array {
+  const info = Deno.statSync(path);
+  if (!info.isFile) throw new InputFileError(path, `${path}: ${describeKind(info)}, not a regular file`);
+  return Deno.readFileSync(path);
+}
+
+/** readRegularFileSync as UTF-8 text. */
+export function readRegularTextSync(path: string): string {
+  return new TextDecoder().decode(readRegularFileSync(path));
+}
+
 /** readInputFile as UTF-8 text. */
 export function readInputText(path: string, what: string, maxBytes: number): string {
   return new TextDecoder().decode(readInputFile(path, what, maxBytes));
