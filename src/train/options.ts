@@ -16,8 +16,10 @@ export const PRECISIONS = ["fp32", "bf16", "fp16"] as const;
 export const MAX_THREADS = 1024;
 
 export const TrainOptionsSchema = z.object({
-  model: z.string().refine((name) => presetNames().includes(name), {
-    message: `unknown model (known: ${presetNames().join(", ")})`,
+  model: z.string().superRefine((name, ctx) => {
+    if (!presetNames().includes(name)) {
+      ctx.addIssue({ code: "custom", message: `unknown model '${name}' (known: ${presetNames().join(", ")})` });
+    }
   }).default("tiny_synthetic"),
   dataset: z.enum(DATASETS).default("synthetic"),
   metadata: z.string().optional(),
@@ -58,9 +60,10 @@ export const TrainOptionsSchema = z.object({
   ibotPatchLossWeight: z.number().min(0).default(1),
   ibotClsLossWeight: z.number().min(0).default(1),
   disableNormPixLoss: z.boolean().default(false),
-  syntheticSize: z.number().int().positive().default(4096),
+  syntheticSize: z.number().int().positive().max(2 ** 32, "expected at most 2^32 (a sample index is 32 bits)")
+    .default(4096),
   syntheticObjects: z.number().int().min(1).max(3).optional(),
-  evalSize: z.number().int().min(0).default(1000),
+  evalSize: z.number().int().min(0).max(2 ** 32, "expected at most 2^32 (a sample index is 32 bits)").default(1000),
   config: z.string().optional(),
   // Distributed (src/torch/dist.ts): rank and world come from torchrun or SLURM variables.
   distUrl: z.string().regex(/^(env:\/\/|tcp:\/\/.+:\d+\/?)$/, "expected tcp://host:port or env://").optional(),
