@@ -20,6 +20,7 @@ import { UsageError } from "./usage_error.ts";
 import { EXIT, reportFailure } from "./errors.ts";
 import { checkOutputDir, checkOutputFile } from "./output_paths.ts";
 import { parseDevice, requireDevice } from "../src/torch/device.ts";
+import { MAX_THREADS } from "../src/train/options.ts";
 
 const SUBCOMMANDS = ["zeroshot", "retrieval", "probe", "segprobe"] as const;
 type Subcommand = typeof SUBCOMMANDS[number];
@@ -100,6 +101,9 @@ const VALUE_FLAGS = [
   "--plots",
 ] as const;
 
+/** The most images --size and --train-size may ask for. */
+const MAX_EVAL_IMAGES = 1_000_000;
+
 interface EvalArgs {
   subcommand: Subcommand;
   checkpoint: string;
@@ -134,11 +138,14 @@ function parseArgs(args: string[]): EvalArgs {
     values.set(flag, value);
     i += 1;
   }
-  const integer = (flag: string, fallback: number): number => {
+  // Upper bounds keep a typo (or a hostile value) from a loop over 2^53 synthetic images (docs/errors.md).
+  const integer = (flag: string, fallback: number, max: number): number => {
     const raw = values.get(flag);
     if (raw === undefined) return fallback;
     const n = Number(raw);
-    if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag} must be a positive integer, got '${raw}'`);
+    if (!Number.isInteger(n) || n < 1 || n > max) {
+      throw new UsageError(`${flag} must be an integer in [1, ${max.toLocaleString("en")}], got '${raw}'`);
+    }
     return n;
   };
   const checkpoint = values.get("--checkpoint");
@@ -175,10 +182,10 @@ function parseArgs(args: string[]): EvalArgs {
     ema,
     values,
     dataset,
-    size: integer("--size", 1000),
-    trainSize: integer("--train-size", 2000),
-    batchSize: integer("--batch-size", 200),
-    threads: values.has("--threads") ? integer("--threads", 1) : undefined,
+    size: integer("--size", 1000, MAX_EVAL_IMAGES),
+    trainSize: integer("--train-size", 2000, MAX_EVAL_IMAGES),
+    batchSize: integer("--batch-size", 200, 65536),
+    threads: values.has("--threads") ? integer("--threads", 1, MAX_THREADS) : undefined,
     device: parseDevice(values.get("--device") ?? "cpu"),
     out: values.get("--out"),
     plots: values.get("--plots"),

@@ -141,6 +141,11 @@ Deno.test("usage: other commands' bad options are one line with status 2", async
   assertOneLine(await cli(["launch", "--", "--max-steps", "1"]), "launch", EXIT.usage, ["--nproc-per-node"]);
   assertOneLine(await cli(["export", "backbone", "--checkpoint", "c"]), "export", EXIT.usage, ["--out"]);
   assertOneLine(await cli(["viz", "tokens", "--checkpoint", "c"]), "viz", EXIT.usage, ["required"]);
+  // sizes that would allocate or loop without end (found by the fuzz test)
+  const context = await cli(["tokenize", "--bpe", "m.txt", "--context", "9007199254740991", "a cat"]);
+  assertOneLine(context, "tokenize", EXIT.usage, ["--context", "65536"]);
+  const size = await cli(["eval", "segprobe", "--checkpoint", "c", "--size", "9007199254740993"]);
+  assertOneLine(size, "eval", EXIT.usage, ["--size", "1,000,000"]);
 });
 
 Deno.test("usage: output files that are folders or lie under a file are refused before any work (status 2)", async () => {

@@ -12,8 +12,8 @@ import { encodePng } from "../src/data/png.ts";
 import { numThreads, setNumThreads } from "../src/torch/mod.ts";
 import { assert, assertEquals, rng } from "./helpers.ts";
 
-/** How many in-process cases; docs/errors.md quotes this count. */
-const CASES = 320;
+/** How many in-process cases; docs/errors.md quotes this count (DETAILCLIP_FUZZ_CASES=n runs more, locally). */
+const CASES = Number(Deno.env.get("DETAILCLIP_FUZZ_CASES") ?? 320);
 /** How many of them run again as child processes. */
 const CHILD_CASES = 12;
 /** Another seed explores other cases (DETAILCLIP_FUZZ_SEED=n); CI runs the default. */
@@ -249,6 +249,7 @@ async function drive(reportPath: string): Promise<void> {
     const cases = Array.from({ length: CASES }, (_, i) => generate(next, f, `${dir}/out-${i}`));
     const threads = numThreads();
     for (const args of cases) {
+      Deno.writeTextFileSync(`${reportPath}.current`, JSON.stringify(args)); // names the case if it hangs
       const started = performance.now();
       const outcome = await runInProcess(args);
       slowest.push({ seconds: (performance.now() - started) / 1000, args: args.join(" ").slice(0, 200) });
@@ -295,7 +296,15 @@ Deno.test(`cli fuzz: ${CASES} generated command lines, each succeeds or ends in 
       signal: AbortSignal.timeout(600_000), // about 40 s normally; a case that hangs ends the driver here
     }).output();
     const stderr = new TextDecoder().decode(driver.stderr);
-    assertEquals(driver.code, 0, `the fuzz driver failed (or hung and was stopped):\n${stderr.slice(-3000)}`);
+    let current = "";
+    try {
+      current = Deno.readTextFileSync(`${reportPath}.current`);
+    } catch { /* not started */ }
+    assertEquals(
+      driver.code,
+      0,
+      `the fuzz driver failed (or hung and was stopped) at case ${current}:\n${stderr.slice(-3000)}`,
+    );
     const report = JSON.parse(Deno.readTextFileSync(reportPath)) as Report;
     const counts = Object.entries(report.byStatus).map(([status, n]) => `${status}: ${n}`).join(", ");
     console.log(`cli fuzz: ${report.cases} cases in process + ${CHILD_CASES} as child processes; statuses ${counts}`);
@@ -308,6 +317,10 @@ Deno.test(`cli fuzz: ${CASES} generated command lines, each succeeds or ends in 
     );
     assert(Object.keys(report.byStatus).length >= 5, `the cases reach several statuses: ${counts}`);
   } finally {
-    Deno.removeSync(reportPath);
+    for (const path of [reportPath, `${reportPath}.current`]) {
+      try {
+        Deno.removeSync(path);
+      } catch { /* not written */ }
+    }
   }
 });

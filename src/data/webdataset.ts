@@ -206,6 +206,8 @@ function paxRecords(data: Uint8Array): Map<string, string> {
 
 /** Lists the regular files of a tar by walking its headers (reads 512 bytes per member, never the data). */
 export function listTar(path: string): TarListing {
+  // stat first: a FIFO named as a shard would block open() until a writer appears
+  if (!Deno.statSync(path).isFile) throw new DataError(`tar ${path}: not a regular file`);
   const file = Deno.openSync(path, { read: true });
   try {
     const fileSize = file.statSync().size;

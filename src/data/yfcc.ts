@@ -110,6 +110,7 @@ export interface YfccOptions {
 function archiveFailure(path: string): string | null {
   let file: Deno.FsFile;
   try {
+    if (!Deno.statSync(path).isFile) return "zip_unreadable"; // never open a FIFO: it would block
     file = Deno.openSync(path, { read: true });
   } catch (error) {
     return error instanceof Deno.errors.NotFound ? "zip_missing" : "zip_unreadable";
