@@ -162,7 +162,14 @@ function generate(next: () => number, f: Fixtures, out: string): string[] {
   if (kind < 0.62) {
     const sub = pick(["zeroshot", "retrieval", "probe", "segprobe", "nope"]);
     const base = ["eval", sub, "--checkpoint", f.checkpoint, "--size", "8", "--train-size", "8"];
-    return [...base, ...mutate(EVAL_FLAGS, 1 + Math.floor(next() * 2))];
+    if (next() < 0.5) return [...base, ...mutate(EVAL_FLAGS, 1 + Math.floor(next() * 2))];
+    // file data sets of every kind, pointed at fixtures and hostile paths, with labels and templates
+    const kinds = ["imagefolder", "csv", "webdataset", "filelist", "karpathy", "cifar10", "cifar100", "stl10", "mnist"];
+    const dataset = `${pick(kinds)}:${pick([f.dir, f.csv, f.labels, f.fifo, f.image, ...values])}`;
+    const prompts = next() < 0.5
+      ? ["--labels", pick([f.labels, ...values]), "--templates", f.labels, "--key", "k"]
+      : [];
+    return [...base, "--dataset", dataset, "--train-dataset", dataset, ...prompts, ...mutate(EVAL_FLAGS, 1)];
   }
   if (kind < 0.7) {
     const out2 = pick([`${out}/b.safetensors`, `${out}/b.pt`, f.dir, "/dev/null/x", `${f.dir}/missing/x.safetensors`]);
