@@ -85,9 +85,11 @@ function diskFailure(error: unknown): string | undefined {
   return undefined;
 }
 
-/** The first line of a message, whitespace-trimmed (help text after a blank line is left to --help). */
+/** The first line of a message, whitespace-trimmed (help text after a blank line is left to --help), without a
+ * `detailclip: ` of its own (the line gets `detailclip <command>: `). */
 function firstLine(text: string): string {
-  return text.split("\n").map((line) => line.trim()).find((line) => line !== "") ?? "";
+  const line = text.split("\n").map((line) => line.trim()).find((line) => line !== "") ?? "";
+  return line.replace(/^detailclip:\s*/, "");
 }
 
 /** Classifies a thrown value; null when it is unexpected (a bug, or a failure this table does not know). */

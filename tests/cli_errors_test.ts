@@ -134,6 +134,13 @@ Deno.test("usage: other commands' bad options are one line with status 2", async
     "99999999999",
   ]);
   assertOneLine(await cli(["data", "nosuch"]), "data", EXIT.usage, ["unknown data tool"]);
+  const scratch = Deno.makeTempDirSync({ prefix: "dc-cli-nolib-" });
+  const noLibrary = await cli(["train", ...QUICK, "--output-dir", scratch], {
+    env: { DETAILCLIP_LIB: "/nonexistent/lib.so" },
+  });
+  Deno.removeSync(scratch, { recursive: true });
+  const line = assertOneLine(noLibrary, "train", EXIT.usage, ["native library not found", "`deno task build`"]);
+  assert(!line.includes("detailclip: "), `one prefix: ${line}`);
   assertOneLine(await cli(["eval", "zeroshot", "--checkpoint", "c", "--device", "tpu"]), "eval", 2, [
     "--device",
     "tpu",

@@ -244,6 +244,7 @@ interface Report {
  */
 async function drive(reportPath: string): Promise<void> {
   const dir = Deno.makeTempDirSync({ prefix: "dc-cli-fuzz-" });
+  Deno.chdir(dir); // a hostile value used as a relative output path (`--out 1e30`) lands here, not in the checkout
   const failures: string[] = [];
   const byStatus: Record<string, number> = {};
   const slowest: { seconds: number; args: string }[] = [];
@@ -273,6 +274,7 @@ async function drive(reportPath: string): Promise<void> {
       const args = cases[Math.floor(i * CASES / CHILD_CASES)].map((a) => a.replace("/out-", "/child-out-"));
       const output = await new Deno.Command(Deno.execPath(), {
         args: ["run", "--allow-all", "--unstable-ffi", main, ...args],
+        cwd: dir,
         env: { NO_COLOR: "1" },
         stdin: "null",
         stdout: "null",
