@@ -6,6 +6,7 @@ import { gunzipSync } from "node:zlib";
 import { NON_MERGE_TOKENS, PAIR_BASE, trainBpe, writeMerges } from "../src/data/bpe_trainer.ts";
 import { INPUT_CAPS, InputFileError, readInputFile } from "../src/io/input_file.ts";
 import { UsageError } from "./usage_error.ts";
+import { checkOutputFile } from "./output_paths.ts";
 
 const help = `usage: data bpe --input FILE --vocab-size N --out FILE
 
@@ -31,6 +32,7 @@ export function main(args: string[]): Promise<number> {
         `specials), got '${raw}'`,
     );
   }
+  checkOutputFile(values.out!, "--out"); // before the corpus is read and learned from
   const captions = readCaptions(values.input!);
 
   const start = performance.now();

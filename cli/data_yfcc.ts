@@ -8,6 +8,7 @@ import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { csvField, readYfccMetadata, yfccCaption, yfccImagePath } from "../src/data/yfcc.ts";
 import { UsageError } from "./usage_error.ts";
+import { checkOutputFile } from "./output_paths.ts";
 
 const help = `usage: data yfcc-to-csv --metadata yfcc15m.pkl --root R --out yfcc.csv [--check-images]
 
@@ -44,6 +45,7 @@ export async function main(args: string[]): Promise<number> {
   }
   const root = resolve(values.root!);
   const start = performance.now();
+  checkOutputFile(values.out!, "--out"); // before the pickle is read
   const bytes = readRegularFileSync(values.metadata!);
   const out = await Deno.open(values.out!, { write: true, create: true, truncate: true });
   const encoder = new TextEncoder();
