@@ -300,6 +300,9 @@ Deno.test({
       ` --out $m/tokens.png > /dev/null 2> ${dir}/viz.err; echo $? > ${dir}/viz.code`,
       // a new run on the full disk: its first metrics line cannot be written
       `${train} --output-dir $m/run2 > /dev/null 2> ${dir}/metrics.err; echo $? > ${dir}/metrics.code`,
+      // a read-only file system: the output folder cannot be created, refused before any work
+      `mkdir -p ${dir}/ro && mount -t tmpfs -o ro,size=1M tmpfs ${dir}/ro`,
+      `${train} --output-dir ${dir}/ro/run > /dev/null 2> ${dir}/readonly.err; echo $? > ${dir}/readonly.code`,
     ].join("\n");
     const run = await new Deno.Command("unshare", {
       args: ["-rm", "sh", "-c", script],
@@ -333,6 +336,7 @@ Deno.test({
     assertOneLine(result("export"), "export", EXIT.io, ["b.safetensors", "No space left"]);
     assertOneLine(result("viz"), "viz", EXIT.io, ["tokens.png", "No space left"]);
     assertOneLine(result("metrics"), "train", EXIT.io, ["run2/metrics.jsonl", "No space left"]);
+    assertOneLine(result("readonly"), "train", EXIT.usage, [`--output-dir ${dir}/ro/run`, "Read-only file system"]);
   }),
 });
 
