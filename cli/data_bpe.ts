@@ -3,9 +3,11 @@
 // tokenizer needs no download. Prints one JSON line with what was learned.
 import { parseArgs } from "node:util";
 import { gunzipSync } from "node:zlib";
-import { NON_MERGE_TOKENS, trainBpe, writeMerges } from "../src/data/bpe_trainer.ts";
+import { NON_MERGE_TOKENS, PAIR_BASE, trainBpe, writeMerges } from "../src/data/bpe_trainer.ts";
+import { INPUT_CAPS, InputFileError, readInputFile } from "../src/fs/input_file.ts";
 import { UsageError } from "./usage_error.ts";
 import { outputOverInputProblem } from "../src/fs/same_file.ts";
+import { checkOutputFile } from "./output_paths.ts";
 
 const help = `usage: data bpe --input FILE --vocab-size N --out FILE
 
@@ -24,11 +26,14 @@ export function main(args: string[]): Promise<number> {
   }
   const raw = values["vocab-size"]!;
   const vocabSize = /^\d+$/.test(raw) ? Number(raw) : NaN;
-  if (!Number.isSafeInteger(vocabSize) || vocabSize < NON_MERGE_TOKENS) {
+  const maxVocab = NON_MERGE_TOKENS + PAIR_BASE - 1;
+  if (!Number.isSafeInteger(vocabSize) || vocabSize < NON_MERGE_TOKENS || vocabSize > maxVocab) {
     throw new UsageError(
-      `--vocab-size must be an integer >= ${NON_MERGE_TOKENS} (512 byte tokens + merges + 2 specials), got '${raw}'`,
+      `--vocab-size must be an integer in [${NON_MERGE_TOKENS}, ${maxVocab}] (512 byte tokens + merges + 2 ` +
+        `specials), got '${raw}'`,
     );
   }
+  checkOutputFile(values.out!, "--out"); // before the corpus is read and learned from
   const overInput = outputOverInputProblem("--out", values.out!, [{ flag: "--input", path: values.input! }]);
   if (overInput !== null) throw new UsageError(overInput);
   const captions = readCaptions(values.input!);
@@ -74,12 +79,23 @@ function parseOptions(args: string[]) {
 }
 
 function readCaptions(path: string): string[] {
+  // A FIFO or a device is refused unread; the corpus (after gunzip, too) is capped below V8's string limit.
   let bytes: Uint8Array;
   try {
-    bytes = Deno.readFileSync(path);
+    bytes = readInputFile(path, `--input ${path}`, INPUT_CAPS.corpus);
   } catch (error) {
-    throw new UsageError(`--input: cannot read ${path}: ${(error as Error).message}`);
+    throw new UsageError((error as Error).message);
   }
-  if (bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b) bytes = gunzipSync(bytes);
+  if (bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b) {
+    try {
+      bytes = gunzipSync(bytes, { maxOutputLength: INPUT_CAPS.corpus });
+    } catch (error) {
+      throw new InputFileError(
+        path,
+        `--input ${path}: not valid gzip or over ${INPUT_CAPS.corpus} bytes unpacked: ` +
+          (error as Error).message,
+      );
+    }
+  }
   return new TextDecoder().decode(bytes).split(/\r?\n/).filter((line) => line.trim() !== "");
 }

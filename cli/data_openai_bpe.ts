@@ -9,6 +9,7 @@
 // pinned SHA-256 below, which a second, independent copy confirms (Apple's ml-mobileclip ships the same text as
 // clip-merges.txt, 3,194,958 bytes, with this digest). The gzipped file we write is not byte-identical to OpenAI's .gz
 // (whose md5 is 933b7abbbbde62c36f02f0e6ccde464f: gzip headers and compression levels differ); its content is.
+import { readRegularFileSync, readRegularTextSync } from "../src/fs/input_file.ts";
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { gunzipSync, gzipSync } from "node:zlib";
@@ -127,7 +128,7 @@ function readModule(source: string): string {
   if (info.isDirectory) {
     const path = join(source, MODULE_PATH);
     try {
-      return Deno.readTextFileSync(path);
+      return readRegularTextSync(path);
     } catch {
       throw new UsageError(`--package: ${source} does not hold ${MODULE_PATH}; is it ${OPENAI_BPE_PACKAGE}, unpacked?`);
     }
@@ -138,7 +139,7 @@ function readModule(source: string): string {
 function moduleFromTarball(path: string): string {
   let tar: Uint8Array;
   try {
-    tar = gunzipSync(Deno.readFileSync(path));
+    tar = gunzipSync(readRegularFileSync(path));
   } catch (error) {
     throw new UsageError(`--package: ${path} is not a gzipped tarball (${(error as Error).message})`);
   }

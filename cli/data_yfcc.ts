@@ -3,12 +3,14 @@
 // title + ' ' + desc and the image at R/images/<hash[:3]>/<hash[3:6]>/<hash>.jpg (the official zips' members,
 // extracted). Prints one JSON line with the counts. For the official zips as they are, `train --dataset yfcc15m`
 // needs no conversion.
+import { readRegularFileSync } from "../src/fs/input_file.ts";
 import { parseArgs } from "node:util";
 import { resolve } from "node:path";
 import { csvField, readYfccMetadata, yfccCaption, yfccImagePath } from "../src/data/yfcc.ts";
 import { UsageError } from "./usage_error.ts";
 import { writeAll, writeFileAtomic } from "../src/fs/atomic_write.ts";
 import { outputOverInputProblem } from "../src/fs/same_file.ts";
+import { checkOutputFile } from "./output_paths.ts";
 
 const help = `usage: data yfcc-to-csv --metadata yfcc15m.pkl --root R --out yfcc.csv [--check-images]
 
@@ -20,7 +22,7 @@ exist (counted as image_missing). Train with: deno task train --dataset csv --me
 The official images are members data/images/... of R/test_zip_3/<hash[:3]>.zip; to train on them without
 extracting anything: deno task train --dataset yfcc15m --metadata yfcc15m.pkl --root R --bpe MERGES`;
 
-export async function main(args: string[]): Promise<number> {
+export function runYfccToCsv(args: string[]): number {
   let values;
   try {
     ({ values } = parseArgs({
@@ -47,7 +49,8 @@ export async function main(args: string[]): Promise<number> {
   if (overInput !== null) throw new UsageError(overInput);
   const root = resolve(values.root!);
   const start = performance.now();
-  const bytes = await Deno.readFile(values.metadata!);
+  checkOutputFile(values.out!, "--out"); // before the pickle is read
+  const bytes = readRegularFileSync(values.metadata!);
   const encoder = new TextEncoder();
   let chunk: string[] = ["filepath,title\n"];
   let rows = 0, missing = 0;
@@ -82,4 +85,8 @@ export async function main(args: string[]): Promise<number> {
     seconds: Number(((performance.now() - start) / 1000).toFixed(3)),
   }));
   return 0;
+}
+
+export function main(args: string[]): Promise<number> {
+  return Promise.resolve(runYfccToCsv(args));
 }

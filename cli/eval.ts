@@ -10,16 +10,19 @@ import { catalogTable, officialMetric, readCatalog } from "../src/eval/catalog.t
 import { FILE_DATASET_KINDS, openFileDataset, parseDatasetSpec } from "../src/eval/dataset_spec.ts";
 import { fileEvalDataset } from "../src/eval/file_datasets.ts";
 import { ADE20K_CLASSES, ade20kEvalDataset, ade20kRootOf } from "../src/eval/ade20k.ts";
-import { EvalModelError, loadEvalModel } from "../src/eval/model.ts";
+import { loadEvalModel } from "../src/eval/model.ts";
 import { confusionMatrixPng, recallCurvePng } from "../src/eval/plots.ts";
 import { extractFeatures, linearProbe, segmentationProbe } from "../src/eval/probe.ts";
 import { readZeroShotPrompts, runRetrieval, runZeroShot, type ZeroShotPrompts } from "../src/eval/run.ts";
 import { SHAPES, SYNTHETIC_DATASET_KEY } from "../src/data/synthetic.ts";
-import { CheckpointError } from "../src/checkpoint/checkpoint.ts";
-import { type Device, TorchError } from "../src/torch/mod.ts";
+import { type Device } from "../src/torch/mod.ts";
 import { UsageError } from "./usage_error.ts";
 import { writeFileAtomic } from "../src/fs/atomic_write.ts";
 import { type NamedInput, outputOverInputProblem } from "../src/fs/same_file.ts";
+import { EXIT, reportFailure } from "./errors.ts";
+import { checkOutputDir, checkOutputFile } from "./output_paths.ts";
+import { parseDevice, requireDevice } from "../src/torch/device.ts";
+import { MAX_THREADS } from "../src/train/options.ts";
 
 const SUBCOMMANDS = ["zeroshot", "retrieval", "probe", "segprobe"] as const;
 type Subcommand = typeof SUBCOMMANDS[number];
@@ -100,6 +103,9 @@ const VALUE_FLAGS = [
   "--plots",
 ] as const;
 
+/** The most images --size and --train-size may ask for. */
+const MAX_EVAL_IMAGES = 1_000_000;
+
 interface EvalArgs {
   subcommand: Subcommand;
   checkpoint: string;
@@ -136,11 +142,14 @@ function parseArgs(args: string[]): EvalArgs {
     values.set(flag, value);
     i += 1;
   }
-  const integer = (flag: string, fallback: number): number => {
+  // Upper bounds keep a typo (or a hostile value) from a loop over 2^53 synthetic images (docs/errors.md).
+  const integer = (flag: string, fallback: number, max: number): number => {
     const raw = values.get(flag);
     if (raw === undefined) return fallback;
     const n = Number(raw);
-    if (!Number.isInteger(n) || n < 1) throw new UsageError(`${flag} must be a positive integer, got '${raw}'`);
+    if (!Number.isInteger(n) || n < 1 || n > max) {
+      throw new UsageError(`${flag} must be an integer in [1, ${max.toLocaleString("en")}], got '${raw}'`);
+    }
     return n;
   };
   const checkpoint = values.get("--checkpoint");
@@ -188,11 +197,11 @@ function parseArgs(args: string[]): EvalArgs {
     ema,
     values,
     dataset,
-    size: integer("--size", 1000),
-    trainSize: integer("--train-size", 2000),
-    batchSize: integer("--batch-size", 200),
-    threads: values.has("--threads") ? integer("--threads", 1) : undefined,
-    device: (values.get("--device") ?? "cpu") as Device,
+    size: integer("--size", 1000, MAX_EVAL_IMAGES),
+    trainSize: integer("--train-size", 2000, MAX_EVAL_IMAGES),
+    batchSize: integer("--batch-size", 200, 65536),
+    threads: values.has("--threads") ? integer("--threads", 1, MAX_THREADS) : undefined,
+    device: parseDevice(values.get("--device") ?? "cpu"),
     out,
     plots: values.get("--plots"),
     inputs,
@@ -353,6 +362,7 @@ function zeroShotPrompts(args: EvalArgs, kind: string | undefined): ZeroShotProm
 
 function evaluate(args: EvalArgs): Outcome {
   const v = args.values;
+  requireDevice(args.device);
   const spec = parseDatasetSpec(args.dataset);
   const adeRoot = ade20kRootOf(args.dataset);
   if (spec === null && adeRoot === null && v.get("--catalog") === undefined) {
@@ -606,18 +616,13 @@ export function runEval(args: string[]): number {
     return args.length === 0 ? 2 : 0;
   }
   const parsed = parseArgs(args);
+  if (parsed.out !== undefined) checkOutputFile(parsed.out, "--out"); // before any work
+  if (parsed.plots !== undefined) checkOutputDir(parsed.plots, "--plots");
   let outcome;
   try {
     outcome = evaluate(parsed);
   } catch (error) {
-    if (
-      error instanceof DatasetError || error instanceof EvalModelError || error instanceof CheckpointError ||
-      error instanceof TorchError
-    ) {
-      console.error(`detailclip eval: ${error.message}`);
-      return 1;
-    }
-    throw error;
+    return reportFailure("eval", error); // one line and the documented status (docs/errors.md)
   }
   const towers = parsed.ema ? "EMA towers" : "student towers";
   const source = parsed.values.get("--catalog") ?? parsed.dataset;
@@ -635,7 +640,7 @@ export function runEval(args: string[]): number {
     writeFileAtomic(parsed.out, JSON.stringify(record, (_k, v) => (Number.isNaN(v) ? null : v), 2) + "\n");
     console.log(`wrote ${parsed.out}`);
   }
-  return (outcome.failed ?? 0) > 0 ? 1 : 0;
+  return (outcome.failed ?? 0) > 0 ? EXIT.data : 0; // some catalog data set could not be evaluated
 }
 
 export function main(args: string[]): Promise<number> {

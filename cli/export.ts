@@ -6,12 +6,13 @@
 // unpickling; `.pt` is written by libtorch's pickler, so Python's torch.load (and timm/mmseg tooling that expects it)
 // reads it.
 import { CheckpointError } from "../src/checkpoint/checkpoint.ts";
-import { OfficialCheckpointError } from "../src/checkpoint/official_checkpoint.ts";
 import { backboneTensors, readCheckpointTensors } from "../src/checkpoint/backbone.ts";
-import { type Tensor, writeSafeTensors } from "../src/torch/mod.ts";
-import { PtFileError, savePt } from "../src/torch/pt_file.ts";
+import { writeSafeTensors } from "../src/torch/mod.ts";
+import { savePt } from "../src/torch/pt_file.ts";
 import { UsageError } from "./usage_error.ts";
 import { outputOverInputProblem } from "../src/fs/same_file.ts";
+import { WriteError } from "../src/fs/write_error.ts";
+import { checkOutputFile } from "./output_paths.ts";
 
 const HELP = `usage: deno task export backbone --checkpoint P [--teacher] --out X.safetensors|X.pt
 
@@ -42,24 +43,19 @@ export function runExport(args: string[]): number {
     }
   }
   if (checkpoint === undefined || out === undefined) throw new UsageError("--checkpoint and --out are required");
+  checkOutputFile(out, "--out"); // before the checkpoint is read
   const overInput = outputOverInputProblem("--out", out, [{ flag: "--checkpoint", path: checkpoint }]);
   if (overInput !== null) throw new UsageError(overInput);
-  let tensors: Map<string, Tensor>;
-  let kind: string;
-  try {
-    ({ tensors, kind } = readCheckpointTensors(checkpoint, teacher));
-  } catch (error) {
-    if (error instanceof CheckpointError || error instanceof PtFileError || error instanceof OfficialCheckpointError) {
-      console.error(`detailclip export: ${error.message}`);
-      return 1;
-    }
-    throw error;
-  }
+  // An unreadable checkpoint (status 6) or a failed write (status 7) ends in cli/errors.ts with one line.
+  const { tensors, kind } = readCheckpointTensors(checkpoint, teacher);
   try {
     const backbone = backboneTensors(tensors, teacher);
     if (backbone.size === 0) {
-      console.error(`detailclip export: ${checkpoint} has no ${teacher ? "visual_ema" : "visual"} tensors (${kind})`);
-      return 1;
+      throw new CheckpointError(
+        checkpoint,
+        "invalid-state",
+        `no ${teacher ? "visual_ema" : "visual"} tensors (${kind})`,
+      );
     }
     try {
       if (/\.(pt|pth)$/i.test(out)) savePt(out, backbone);
@@ -69,9 +65,7 @@ export function runExport(args: string[]): number {
           tower: teacher ? "visual_ema" : "visual",
         });}
     } catch (error) {
-      if (!(error instanceof PtFileError)) throw error;
-      console.error(`detailclip export: ${error.message}`);
-      return 1;
+      throw new WriteError(out, error);
     }
     console.log(`wrote ${out}: ${backbone.size} tensors (${teacher ? "teacher" : "student"} backbone)`);
     return 0;

@@ -15,7 +15,6 @@ import {
 } from "../src/train/golden_compare.ts";
 import { AdamW, officialParamGroups } from "../src/train/optimizer.ts";
 import {
-  cudaIsAvailable,
   type Device,
   loadSafeTensors,
   SafeTensorsError,
@@ -28,6 +27,7 @@ import {
 import { buildGoldenModel, type GoldenMeta, readGoldenMeta } from "../src/train/golden_meta.ts";
 import { OfficialCheckpointError } from "../src/checkpoint/official_checkpoint.ts";
 import { PtFileError } from "../src/torch/pt_file.ts";
+import { parseDevice, requireDevice } from "../src/torch/device.ts";
 import { StateDictError } from "../src/nn/module.ts";
 import { UsageError } from "./usage_error.ts";
 import { outputOverInputProblem } from "../src/fs/same_file.ts";
@@ -66,12 +66,9 @@ export async function main(args: string[]): Promise<number> {
   } catch (error) {
     throw new UsageError(`--ref: ${(error as Error).message}`);
   }
-  const device = values.device as Device;
-  if (!/^(cpu|cuda|cuda:\d+)$/.test(device)) {
-    throw new UsageError(`--device must be cpu, cuda or cuda:N, got '${device}'`);
-  }
+  const device = parseDevice(values.device);
+  requireDevice(device);
   if (device !== "cpu") {
-    if (!cudaIsAvailable()) throw new UsageError(`--device ${device}: this libtorch build has no usable CUDA device`);
     setAllowTF32(false); // libtorch lets cuDNN convolutions use TF32 by default; the golden tolerances are fp32's
   }
   if (values.out) {

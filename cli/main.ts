@@ -1,6 +1,7 @@
-// main.ts: the command-line entry point; one file per command under cli/, dispatched by the first argument.
-import { NativeLibraryError } from "../src/torch/mod.ts";
-import { UsageError } from "./usage_error.ts";
+// main.ts: the command-line entry point; one file per command under cli/, dispatched by the first argument. Every
+// failure of a command ends in cli/errors.ts: one line on stderr and a documented exit status (docs/errors.md).
+import { WriteError } from "../src/fs/write_error.ts";
+import { reportFailure } from "./errors.ts";
 
 type Command = (args: string[]) => Promise<number>;
 
@@ -57,20 +58,52 @@ export async function run(argv: string[]): Promise<number> {
   }
   const command = commands[name];
   if (command === undefined) {
-    console.error(`detailclip: unknown command '${name}'\n\n${usage()}`);
+    console.error(`detailclip: unknown command '${name}' (commands: ${Object.keys(commands).join(", ")})`);
     return 2;
   }
+  guardStdout();
   try {
     return await (await command.load())(rest);
   } catch (error) {
-    if (error instanceof UsageError || error instanceof NativeLibraryError) {
-      console.error(`detailclip ${name}: ${error.message}`);
-      return 2;
-    }
-    throw error;
+    return reportFailure(name, error);
+  }
+}
+
+let stdoutGuarded = false;
+
+/**
+ * A failed write to stdout (a full disk behind `> file`, a closed pipe) surfaces from console.log as an OS error
+ * without a name; this makes it a WriteError naming stdout, so the boundary reports it as one line with status 7.
+ */
+function guardStdout(): void {
+  if (stdoutGuarded) return;
+  stdoutGuarded = true;
+  for (const method of ["log", "info"] as const) {
+    const original = console[method].bind(console);
+    console[method] = (...args: unknown[]): void => {
+      try {
+        original(...args);
+      } catch (error) {
+        throw new WriteError("stdout", error);
+      }
+    };
   }
 }
 
 if (import.meta.main) {
-  Deno.exit(await run(Deno.args));
+  const name = Deno.args[0] ?? "";
+  // A rejection or an error outside the awaited chain (a timer, a stream pump) gets the same one line and status.
+  const late = (event: PromiseRejectionEvent | ErrorEvent): void => {
+    event.preventDefault();
+    Deno.exit(reportFailure(name, event instanceof PromiseRejectionEvent ? event.reason : event.error));
+  };
+  globalThis.addEventListener("unhandledrejection", late);
+  globalThis.addEventListener("error", late);
+  let status: number;
+  try {
+    status = await run(Deno.args);
+  } catch (error) {
+    status = reportFailure(name, error);
+  }
+  Deno.exit(status);
 }

@@ -71,11 +71,15 @@ function parseOptions(args: string[]) {
   }
 }
 
+/** The longest --context (CLIP's is 77). */
+const MAX_CONTEXT = 65536;
+
 function parseContext(value: string | undefined): number {
   if (value === undefined) return DEFAULT_CONTEXT_LENGTH;
   const n = /^\d+$/.test(value) ? Number(value) : NaN;
-  if (!Number.isSafeInteger(n) || n < 2) {
-    throw new UsageError(`--context must be an integer >= 2 (room for SOT and EOT), got '${value}'`);
+  // The row buffer is captions × context ids: an absurd context would be an allocation failure, not a row.
+  if (!Number.isSafeInteger(n) || n < 2 || n > MAX_CONTEXT) {
+    throw new UsageError(`--context must be an integer in [2, ${MAX_CONTEXT}] (room for SOT and EOT), got '${value}'`);
   }
   return n;
 }

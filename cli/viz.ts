@@ -7,10 +7,12 @@ import { dirname } from "node:path";
 import { EvalModelError, loadEvalModel } from "../src/eval/model.ts";
 import { DetailCLIP } from "../src/models/detailclip.ts";
 import type { Device } from "../src/torch/mod.ts";
-import { CheckpointError } from "../src/checkpoint/checkpoint.ts";
-import { readEvalImage, teacherSelection, unnormalize, VizImageError } from "../src/viz/teacher_tokens.ts";
+import { parseDevice, requireDevice } from "../src/torch/device.ts";
+import { readEvalImage, teacherSelection, unnormalize } from "../src/viz/teacher_tokens.ts";
 import { drawTokenMap } from "../src/viz/token_map.ts";
 import { UsageError } from "./usage_error.ts";
+import { reportFailure } from "./errors.ts";
+import { checkOutputFile } from "./output_paths.ts";
 import { writeFileAtomic } from "../src/fs/atomic_write.ts";
 import { outputOverInputProblem } from "../src/fs/same_file.ts";
 
@@ -62,51 +64,34 @@ function parseArgs(rest: string[]): VizArgs {
     { flag: "--image", path: values.get("--image")! },
   ]);
   if (overInput !== null) throw new UsageError(overInput);
-  const device = values.get("--device") ?? "cpu";
-  if (!/^(cpu|cuda|cuda:\d+)$/.test(device)) {
-    throw new UsageError(`--device must be cpu, cuda or cuda:N, got '${device}'`);
-  }
+  const device = parseDevice(values.get("--device") ?? "cpu");
+  requireDevice(device);
   return {
     checkpoint: values.get("--checkpoint")!,
     image: values.get("--image")!,
     out: values.get("--out")!,
     maskRatio,
-    device: device as Device,
+    device,
   };
 }
 
-/** Draws the token map; returns the exit code (0 written, 1 unusable checkpoint or image). */
+/** Draws the token map; returns the exit code (0: written; failures throw to the CLI boundary). */
 function tokens(args: VizArgs): number {
-  let loaded;
-  try {
-    loaded = loadEvalModel(args.checkpoint, { device: args.device });
-  } catch (error) {
-    if (error instanceof CheckpointError || error instanceof EvalModelError) {
-      console.error(`detailclip viz: ${error.message}`);
-      return 1;
-    }
-    throw error;
-  }
+  // A bad checkpoint (status 6) or image (status 5) is reported by runViz through cli/errors.ts, as one line.
+  const loaded = loadEvalModel(args.checkpoint, { device: args.device });
   try {
     const model = loaded.model;
     if (!(model instanceof DetailCLIP)) {
-      console.error(
-        `detailclip viz: ${args.checkpoint} holds a plain CLIP model: it has no EMA teacher, whose CLS attention ` +
+      throw new EvalModelError(
+        `${args.checkpoint} holds a plain CLIP model: it has no EMA teacher, whose CLS attention ` +
           "is what selects tokens; token maps need a DetailCLIP checkpoint",
       );
-      return 1;
     }
     let selection, picture;
-    try {
+    {
       using images = readEvalImage(args.image, loaded.imageSize, args.device); // (1, 3, S, S)
       selection = teacherSelection(model, images, args.maskRatio);
       picture = unnormalize(images);
-    } catch (error) {
-      if (error instanceof VizImageError) {
-        console.error(`detailclip viz: ${error.message}`);
-        return 1;
-      }
-      throw error;
     }
     const { cells, keptCells, keptTokens, ratio } = selection;
     const tokens = selection.gridSize ** 2;
@@ -129,7 +114,13 @@ export function runViz(args: string[]): number {
     return what === undefined ? 2 : 0;
   }
   if (what !== "tokens") throw new UsageError(`unknown picture '${what}' (known: tokens)\n\n${HELP}`);
-  return tokens(parseArgs(rest));
+  const parsed = parseArgs(rest);
+  checkOutputFile(parsed.out, "--out"); // before the checkpoint is loaded
+  try {
+    return tokens(parsed);
+  } catch (error) {
+    return reportFailure("viz", error); // one line and the documented status (docs/errors.md)
+  }
 }
 
 export function main(args: string[]): Promise<number> {

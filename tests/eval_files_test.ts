@@ -443,7 +443,7 @@ test("deno task eval zeroshot --catalog: catalog order, the official metric per 
   const plots = join(f.dir, "plots-catalog");
   const args = ["zeroshot", "--checkpoint", f.checkpoint, "--catalog", catalog, "--labels", f.labels, "--templates"];
   const { code, errors } = evalCommand([...args, f.templates, "--root", f.dir, "--out", out, "--plots", plots]);
-  assertEquals(code, 1, "a dataset that is not there makes the exit code 1");
+  assertEquals(code, 5, "a dataset that is not there makes the exit code 5 (data, docs/errors.md)");
   assert(errors.includes("food101") && errors.includes("not-downloaded"), `the error names the set: ${errors}`);
   const results = (readJson(out) as { results: { datasets: Record<string, Record<string, unknown>> } }).results
     .datasets;
@@ -475,7 +475,7 @@ test("deno task eval zeroshot --catalog: catalog order, the official metric per 
   const selected = (readJson(out) as { results: { datasets: Record<string, unknown> } }).results.datasets;
   assertEquals(Object.keys(selected), ["pets", "cifar10"]);
   assertEquals(selected.pets, results.pets, "the same numbers when run alone");
-  assertEquals(evalCommand([...args, f.templates, "--datasets", "imagenet"]).code, 1, "an unknown key");
+  assertEquals(evalCommand([...args, f.templates, "--datasets", "imagenet"]).code, 5, "an unknown key");
 });
 
 // ---- metrics by hand ----------------------------------------------------------------------------------------------

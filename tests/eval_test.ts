@@ -252,9 +252,9 @@ test("deno task eval: zeroshot and retrieval on a checkpoint rebuilt from its me
         assert(record.results.imageToText["10"] >= record.results.imageToText["1"], "R@10 >= R@1");
       }
     }
-    // --ema needs DetailCLIP: a clear error and exit code 1, not a crash.
+    // --ema needs DetailCLIP: a clear error and the checkpoint status 6 (docs/errors.md), not a crash.
     const code = quietly(() => runEvalSync(["zeroshot", "--checkpoint", path, "--ema", "--size", "4"]));
-    assertEquals(code, 1, "--ema on a CLIP checkpoint");
+    assertEquals(code, 6, "--ema on a CLIP checkpoint");
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }

@@ -323,7 +323,7 @@ Deno.test("deno task viz tokens: a trained checkpoint's kept cells are int(cells
     }
     assertEquals(liveTensors(), before, "live tensors after the viz runs");
 
-    // A plain CLIP checkpoint has no teacher: exit 1 and a message that says so.
+    // A plain CLIP checkpoint has no teacher: exit 6 (checkpoint, docs/errors.md) and a message that says so.
     const clip = buildPreset("CLIP_tiny_synthetic");
     const tensors = new Map<string, Tensor>();
     for (const [key, value] of clip.stateDict()) tensors.set(`model.${key}`, value);
@@ -336,12 +336,12 @@ Deno.test("deno task viz tokens: a trained checkpoint's kept cells are int(cells
     const refused = capture(() =>
       runViz(["tokens", "--checkpoint", clipPath, "--image", `${dir}/in.png`, "--out", `${dir}/x.png`])
     );
-    assertEquals(refused.result, 1, refused.out);
+    assertEquals(refused.result, 6, refused.out);
     assert(refused.out.includes("no EMA teacher"), refused.out);
     const missing = capture(() =>
       runViz(["tokens", "--checkpoint", checkpoint, "--image", `${dir}/none.png`, "--out", `${dir}/x.png`])
     );
-    assertEquals(missing.result, 1, missing.out);
+    assertEquals(missing.result, 5, missing.out); // a missing image: the data status
     assert(missing.out.includes("none.png") && missing.out.includes("image_missing"), missing.out);
     assertThrows(
       () => runViz(["tokens", "--checkpoint", checkpoint, "--image", "a.png", "--out", "b.png", "--mask-ratio", "1.5"]),

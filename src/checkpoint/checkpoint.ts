@@ -422,6 +422,7 @@ function indexDigest(metaText: string, index: IndexEntry[]): string {
 function describeTruncation(path: string): string | null {
   let file: Deno.FsFile;
   try {
+    if (!Deno.statSync(path).isFile) return null; // opening a FIFO would block
     file = Deno.openSync(path, { read: true });
   } catch {
     return null;

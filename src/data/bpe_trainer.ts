@@ -15,7 +15,7 @@ import { writeFileAtomic } from "../fs/atomic_write.ts";
 /** Ids that are not merges: 256 byte characters, the same with '</w>', and the two specials. */
 export const NON_MERGE_TOKENS = 512 + 2;
 
-const PAIR_BASE = 2 ** 21; // symbol ids stay below this (a vocab of two million), so a*BASE+b is an exact double
+export const PAIR_BASE = 2 ** 21; // symbol ids stay below this (a vocab of two million), so a*BASE+b is an exact double
 
 /** Distinct pre-tokens of a corpus (byte-encoded) and how often each occurs. Special-token text is skipped. */
 export function countWords(corpus: Iterable<string>): Map<string, number> {

@@ -3,6 +3,7 @@
 // caption drawn at random per draw (here a hash of (seed, epoch, sample), so the choice is reproducible). Empty or
 // non-string captions and malformed annotations are skipped and counted while indexing; an image left without captions
 // is dropped.
+import { readRegularFileSync } from "../fs/input_file.ts";
 import { join } from "node:path";
 import {
   checkCaption,
@@ -24,7 +25,7 @@ export interface CocoOptions {
 
 /** Decodes the JSON text; invalid UTF-8 becomes U+FFFD, and captions holding one are then skipped as invalid. */
 function readJsonText(path: string): { text: string; lossy: boolean } {
-  const bytes = Deno.readFileSync(path);
+  const bytes = readRegularFileSync(path);
   try {
     return { text: new TextDecoder("utf-8", { fatal: true }).decode(bytes), lossy: false };
   } catch {

@@ -3,6 +3,7 @@
 // paths resolve against --root. Parsing is RFC 4180 (quoted fields, "" escapes, separators and newlines inside
 // quotes) done on bytes, so one invalid UTF-8 caption costs its row, not the whole file; such rows, rows with too few
 // fields and empty captions are skipped and counted while indexing.
+import { readRegularFileSync } from "../fs/input_file.ts";
 import { dirname, isAbsolute, join } from "node:path";
 import {
   checkCaption,
@@ -42,12 +43,22 @@ function decodeField(bytes: Uint8Array, start: number, end: number, unquote: boo
   return unquote ? text.replaceAll('""', '"') : text;
 }
 
+/** Rows parseDelimited dropped, by why. */
+export interface DelimitedSkips {
+  /** A quote opened a field that never closed, or closed on a later line followed by more text: a broken row. */
+  unterminatedQuote: number;
+}
+
 /**
  * Parses delimited text into rows of fields. A field that starts with a quote runs to the next lone quote (`""` is a
  * literal quote) and may hold separators and newlines; anything between its closing quote and the next separator is
  * kept, as Python's csv module does. Blank lines are dropped; a UTF-8 BOM at the start is ignored.
+ *
+ * A quoted field that reaches the end of the file unclosed, or that spans lines and whose closing quote is followed
+ * by more text (the "closing" quote opened a later row's field), is a broken row: rather than merging the rows after
+ * it into one caption, the row is dropped (counted in `skips`) and parsing resumes on the line after its quote.
  */
-export function parseDelimited(bytes: Uint8Array, separator = ","): CsvRow[] {
+export function parseDelimited(bytes: Uint8Array, separator = ",", skips?: DelimitedSkips): CsvRow[] {
   const sepBytes = new TextEncoder().encode(separator);
   if (sepBytes.length !== 1 || sepBytes[0] === QUOTE || sepBytes[0] === CR || sepBytes[0] === LF) {
     throw new RangeError(
@@ -77,11 +88,21 @@ export function parseDelimited(bytes: Uint8Array, separator = ","): CsvRow[] {
         }
         j++;
       }
+      // Text after the closing quote, up to the separator or end of line, is appended as is.
+      let k = Math.min(j + 1, n);
+      while (k < n && bytes[k] !== sep && bytes[k] !== LF && bytes[k] !== CR) k++;
+      if (j >= n || (k > j + 1 && spansLines(bytes, start, j))) {
+        if (skips) skips.unterminatedQuote++;
+        let next = start;
+        while (next < n && bytes[next] !== LF && bytes[next] !== CR) next++;
+        row = [];
+        rowHasContent = false;
+        if (next >= n) break;
+        i = bytes[next] === CR && next + 1 < n && bytes[next + 1] === LF ? next + 2 : next + 1;
+        continue;
+      }
       field = decodeField(bytes, start, j, true);
       i = Math.min(j + 1, n);
-      // Text after the closing quote, up to the separator or end of line, is appended as is.
-      let k = i;
-      while (k < n && bytes[k] !== sep && bytes[k] !== LF && bytes[k] !== CR) k++;
       if (k > i) {
         const tail = decodeField(bytes, i, k, false);
         field = field === null || tail === null ? null : field + tail;
@@ -112,6 +133,11 @@ export function parseDelimited(bytes: Uint8Array, separator = ","): CsvRow[] {
   return rows;
 }
 
+function spansLines(bytes: Uint8Array, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (bytes[i] === LF || bytes[i] === CR) return true;
+  return false;
+}
+
 function defaultSeparator(path: string): string {
   const lower = path.toLowerCase();
   return lower.endsWith(".tsv") || lower.endsWith(".tab") ? "\t" : ",";
@@ -122,7 +148,9 @@ export function readCsvTable(options: CsvOptions): SampleTable {
   const root = options.root ?? dirname(options.path);
   const imageColumn = options.imageColumn ?? "filepath";
   const captionColumn = options.captionColumn ?? "title";
-  const rows = parseDelimited(Deno.readFileSync(options.path), options.separator ?? defaultSeparator(options.path));
+  const broken: DelimitedSkips = { unterminatedQuote: 0 };
+  const separator = options.separator ?? defaultSeparator(options.path);
+  const rows = parseDelimited(readRegularFileSync(options.path), separator, broken);
   if (rows.length === 0) throw new Error(`csv: ${options.path} is empty (a header row is required)`);
   const header = rows[0].map((h) => (h ?? "").trim());
   const imageAt = header.indexOf(imageColumn), captionAt = header.indexOf(captionColumn);
@@ -136,6 +164,7 @@ export function readCsvTable(options: CsvOptions): SampleTable {
     }
   }
   const skips = new SkipCounter();
+  skips.add("csv_unterminated_quote", broken.unterminatedQuote);
   const paths: string[] = [];
   const captions: string[] = [];
   for (let r = 1; r < rows.length; r++) {

@@ -8,6 +8,7 @@
 // first decodable candidate of each chain, so a corrupt file never shortens a batch, and which candidate wins depends
 // only on the files, never on thread timing. Captions are checked here before a candidate is sent (an empty or
 // invalid-UTF-8 caption skips the sample the same way). Every skip is counted by reason.
+import { DataError } from "./data_error.ts";
 import { cudaIsAvailable, type Device, Tensor } from "../torch/mod.ts";
 import { lastError, native } from "../torch/lib.ts";
 import { codes } from "../torch/symbols.ts";
@@ -535,7 +536,7 @@ export function nativeLoaderFor(options: FileSourceOptions, views: 1 | 2): Nativ
 /** Builds the file-backed TrainSource (used by the CSV, webdataset, COCO, YFCC15M and RedCaps sources). */
 export function fileTrainSource(table: SampleTable, options: FileSourceOptions): FileTrainSource {
   if (table.size < 1) {
-    throw new RangeError(`${table.name}: no usable samples (skipped while indexing: ${table.indexSkips})`);
+    throw new DataError(`${table.name}: no usable samples (skipped while indexing: ${table.indexSkips})`);
   }
   const seed = options.seed ?? 0;
   const views = options.views ?? 2;
@@ -713,7 +714,7 @@ export function fileTrainSource(table: SampleTable, options: FileSourceOptions):
     if (captions.includes(null)) {
       first.u.dispose();
       first.v?.dispose();
-      throw new Error(
+      throw new DataError(
         `${table.name}: no usable image among ${maxRounds * perRound} draws for a batch slot; ` +
           `is the dataset mostly broken? skips so far: ${skips}`,
       );

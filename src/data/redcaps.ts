@@ -8,6 +8,7 @@
 // Trade-offs: each file is parsed whole with JSON.parse (the released files are per subreddit-year, tens of MB); a
 // missing or unparseable annotation file is an error naming it, not a skip, since it is metadata the user pointed at.
 // Captions and image ids are kept as UTF-8 (src/data/text_store.ts), subreddits once each.
+import { readRegularFileSync } from "../fs/input_file.ts";
 import { isAbsolute, join } from "node:path";
 import {
   checkCaption,
@@ -61,7 +62,7 @@ export function redcapsFiles(spec: string | readonly string[]): string[] {
 function readJsonText(path: string): { text: string; lossy: boolean } {
   let bytes: Uint8Array;
   try {
-    bytes = Deno.readFileSync(path);
+    bytes = readRegularFileSync(path);
   } catch (cause) {
     throw new RedCapsError(path, `cannot read the annotation file (${(cause as Error).message})`, { cause });
   }

@@ -21,6 +21,7 @@
 // Speed: `cleanCaption` and `splitWords` are the reference, written as OpenAI's regexes; the tokenizer itself finds the
 // same pre-tokens with one scan over char codes ("the fast pre-tokeniser" below says why that is exact), runs BPE on
 // integer symbol ids, and caches ids per pre-token in typed arrays; tests compare it with the reference.
+import { INPUT_CAPS, InputFileError, readInputFile } from "../fs/input_file.ts";
 import { gunzipSync } from "node:zlib";
 import { Tensor } from "../torch/mod.ts";
 
@@ -509,15 +510,21 @@ export function scanWords(text: string): string[] | null {
 export function readMerges(path: string, options: { mergeCount?: number } = {}): string[] {
   let bytes: Uint8Array;
   try {
-    bytes = Deno.readFileSync(path);
+    // A FIFO or a device (`--bpe /dev/zero`) is refused unread; a file or its gunzipped text above the cap, too.
+    bytes = readInputFile(path, `merges file ${path}`, INPUT_CAPS.merges);
   } catch (error) {
-    throw new BpeFileError(`cannot read merges file ${path}: ${(error as Error).message}`);
+    throw new BpeFileError(
+      error instanceof InputFileError ? error.message : `cannot read merges file ${path}: ${(error as Error).message}`,
+    );
   }
   if (bytes.length >= 2 && bytes[0] === 0x1f && bytes[1] === 0x8b) {
     try {
-      bytes = gunzipSync(bytes);
+      bytes = gunzipSync(bytes, { maxOutputLength: INPUT_CAPS.merges });
     } catch (error) {
-      throw new BpeFileError(`merges file ${path} is not valid gzip: ${(error as Error).message}`);
+      throw new BpeFileError(
+        `merges file ${path} is not valid gzip or unpacks to more than ${INPUT_CAPS.merges} bytes: ` +
+          (error as Error).message,
+      );
     }
   }
   if (bytes.length === 0) throw new BpeFileError(`merges file ${path} is empty`);
@@ -867,7 +874,7 @@ export class ClipTokenizer {
       for (const word of splitWords(cleanCaption(text))) {
         if (word === START_OF_TEXT) this.#push(this.#sot);
         else if (word === END_OF_TEXT) this.#push(this.#eot);
-        else this.#pushWord(word, 0, word.length);
+        else this.#pushWord(word, 0, word.length, limit);
         if (this.#count >= limit) return;
       }
       return;
@@ -877,7 +884,7 @@ export class ClipTokenizer {
       const kind = bounds[3 * k + 2];
       if (kind === PRE_TOKEN_SOT) this.#push(this.#sot);
       else if (kind === PRE_TOKEN_EOT) this.#push(this.#eot);
-      else this.#pushWord(lower, bounds[3 * k], bounds[3 * k + 1]);
+      else this.#pushWord(lower, bounds[3 * k], bounds[3 * k + 1], limit);
     }
   }
 
@@ -886,8 +893,10 @@ export class ClipTokenizer {
     this.#ids[this.#count++] = id;
   }
 
-  /** Appends the BPE ids of the pre-token text[start, end), from the cache or by running BPE on it. */
-  #pushWord(text: string, start: number, end: number): void {
+  /** Appends the BPE ids of the pre-token text[start, end), from the cache or by running BPE on it. When only the
+   * first `limit` ids are wanted (a row), a long pre-token is cut first (see MAX_PRE_TOKEN_CHARS). */
+  #pushWord(text: string, start: number, end: number, limit = Infinity): void {
+    end = preTokenEnd(text, start, end, limit);
     const cache = this.#cache, hash = WordCache.hash(text, start, end);
     let entry = cache.find(text, start, end, hash);
     if (entry < 0) entry = cache.add(text, start, end, hash, this.#bpe(text.slice(start, end)));
@@ -944,6 +953,26 @@ export class ClipTokenizer {
     }
     return word;
   }
+}
+
+/**
+ * The longest pre-token (a word without spaces) that BPE runs on when a row keeps only its first ids, in UTF-16 code
+ * units: at least 1,000, or 16 per kept id for long contexts. BPE is quadratic in a word's length (a 1 MB word took
+ * 77 s) and a row of context 77 keeps 75 ids, which no vocabulary token is long enough to spread over 1,000
+ * characters, so a longer pre-token is cut (never inside a surrogate pair) and the row's ids are unchanged: merges
+ * near the cut change only ids far past the ones kept. `encode()`, which returns every id, never cuts.
+ * (docs/errors.md, "Input bounds")
+ */
+export const MAX_PRE_TOKEN_CHARS = 1000;
+
+/** The end of text[start, end) cut for a row that keeps `limit` ids, not splitting a surrogate pair. */
+function preTokenEnd(text: string, start: number, end: number, limit: number): number {
+  const cap = Math.max(MAX_PRE_TOKEN_CHARS, 16 * limit); // Infinity for encode(): no cut
+  if (end - start <= cap) return end;
+  let cut = start + cap;
+  const unit = text.charCodeAt(cut - 1);
+  if (unit >= 0xd800 && unit <= 0xdbff) cut -= 1; // a high surrogate: keep the pair together by cutting before it
+  return cut;
 }
 
 /** Validates tokenize's arguments; returns the truncation mode. */

@@ -7,6 +7,7 @@
 // without a caption or without an image: counted skips, never an exception. Tar support covers what writers produce:
 // ustar (name + prefix), GNU long names ('L'), pax extended headers ('x': path, size), base-256 sizes.
 import { isAbsolute, join } from "node:path";
+import { DataError } from "./data_error.ts";
 import {
   type CaptionSkip,
   decodeCaption,
@@ -17,11 +18,56 @@ import {
   SkipCounter,
 } from "./loader.ts";
 
+/** The most names a brace pattern may expand to (docs/errors.md, "Input bounds"); counted before any is built. */
+export const MAX_BRACE_NAMES = 1_000_000;
+
 /**
  * Bash-style brace expansion: `{000..009}` (zero-padded numeric ranges, also descending), `{a,b,c}` alternatives,
- * several groups (cartesian product, left to right) and nesting. Text without braces is returned as is.
+ * several groups (cartesian product, left to right) and nesting. Text without braces is returned as is. A pattern of
+ * more than MAX_BRACE_NAMES names (`s-{0..999999999}.tar`) is refused before anything is expanded.
  */
 export function expandBraces(pattern: string): string[] {
+  const count = countBraces(pattern, MAX_BRACE_NAMES + 1);
+  if (count > MAX_BRACE_NAMES) {
+    throw new DataError(
+      `brace pattern ${JSON.stringify(pattern.length > 80 ? pattern.slice(0, 80) + "…" : pattern)} expands to more ` +
+        `than ${MAX_BRACE_NAMES.toLocaleString("en")} names`,
+    );
+  }
+  return expandBracesUnchecked(pattern);
+}
+
+/** How many names expandBraces makes of `pattern`, saturating at `cap` (the same parse, without the strings). */
+export function countBraces(pattern: string, cap: number): number {
+  let depth = 0, open = -1;
+  for (let i = 0; i < pattern.length; i++) {
+    const ch = pattern[i];
+    if (ch === "{") {
+      if (depth === 0) open = i;
+      depth++;
+    } else if (ch === "}" && depth > 0) {
+      depth--;
+      if (depth === 0) {
+        const body = pattern.slice(open + 1, i), suffix = pattern.slice(i + 1);
+        const range = /^(-?\d+)\.\.(-?\d+)$/.exec(body);
+        const rest = countBraces(suffix, cap);
+        if (range) return Math.min(cap, (Math.abs(Number(range[2]) - Number(range[1])) + 1) * rest);
+        const parts = braceParts(body);
+        if (parts === null) return rest;
+        // Parts without braces each give `rest` names; only nested ones need their own count.
+        let total = 0;
+        for (const part of parts) {
+          total += part.includes("{") ? countBraces(part + suffix, cap) : rest;
+          if (total >= cap) return cap;
+        }
+        return total;
+      }
+    }
+  }
+  return 1;
+}
+
+function expandBracesUnchecked(pattern: string): string[] {
   // The first top-level {...} that contains a range or a comma.
   let depth = 0, open = -1;
   for (let i = 0; i < pattern.length; i++) {
@@ -37,11 +83,11 @@ export function expandBraces(pattern: string): string[] {
         const options = braceOptions(body);
         if (options === null) {
           // Not an expansion ("{}" or "{x}"): keep it literally, expand what follows.
-          return expandBraces(suffix).map((rest) => prefix + "{" + body + "}" + rest);
+          return expandBracesUnchecked(suffix).map((rest) => prefix + "{" + body + "}" + rest);
         }
         const out: string[] = [];
         for (const option of options) {
-          for (const expanded of expandBraces(prefix + option + suffix)) out.push(expanded);
+          for (const expanded of expandBracesUnchecked(prefix + option + suffix)) out.push(expanded);
         }
         return out;
       }
@@ -65,7 +111,11 @@ function braceOptions(body: string): string[] | null {
     }
     return out;
   }
-  // Split on top-level commas.
+  return braceParts(body);
+}
+
+/** The alternatives of a brace body split on its top-level commas; null when it has none (`{x}` is literal). */
+function braceParts(body: string): string[] | null {
   const parts: string[] = [];
   let depth = 0, start = 0;
   for (let i = 0; i < body.length; i++) {
@@ -156,6 +206,8 @@ export function paxRecords(data: Uint8Array): Map<string, string> {
 
 /** Lists the regular files of a tar by walking its headers (reads 512 bytes per member, never the data). */
 export function listTar(path: string): TarListing {
+  // stat first: a FIFO named as a shard would block open() until a writer appears
+  if (!Deno.statSync(path).isFile) throw new DataError(`tar ${path}: not a regular file`);
   const file = Deno.openSync(path, { read: true });
   try {
     const fileSize = file.statSync().size;

@@ -10,6 +10,7 @@
 // UTF-8 plus 12 bytes (src/data/text_store.ts); member names and hashes are dropped after indexing. The trade: start-up reads
 // every referenced zip's central directory (about 100 bytes per member), and a dataset whose zips change on disk
 // needs a restart. `yfccImagePath` is the extracted layout the CSV converter (cli/data_yfcc.ts) writes.
+import { readRegularFileSync } from "../fs/input_file.ts";
 import { join } from "node:path";
 import { PickleError, PickleTuple, type PickleValue, readPickle } from "../formats/pickle.ts";
 import {
@@ -109,6 +110,7 @@ export interface YfccOptions {
 function archiveFailure(path: string): string | null {
   let file: Deno.FsFile;
   try {
+    if (!Deno.statSync(path).isFile) return "zip_unreadable"; // never open a FIFO: it would block
     file = Deno.openSync(path, { read: true });
   } catch (error) {
     return error instanceof Deno.errors.NotFound ? "zip_missing" : "zip_unreadable";
@@ -127,7 +129,7 @@ function archiveFailure(path: string): string | null {
  * and left out; a member whose bytes fail their checks is found when it is drawn (`zip_member_corrupt`).
  */
 export function readYfccTable(options: YfccOptions): SampleTable {
-  const bytes = Deno.readFileSync(options.metadata);
+  const bytes = readRegularFileSync(options.metadata);
   const captions = new TextStore();
   const hashes = new TextStore(); // needed only until each record is matched with its member
   const zipOfRecord: number[] = [];

@@ -8,6 +8,7 @@
 // resolution; this probe scores the S×S centre crop the backbone sees, so its mIoU compares checkpoints evaluated
 // here, not published mmseg numbers. JPEGs are decoded at full size (no DCT scaling),
 // so that image pixels and label pixels share one exact geometry; that costs decode time on large images.
+import { readRegularFileSync } from "../fs/input_file.ts";
 import { type Device, Tensor } from "../torch/mod.ts";
 import { codes } from "../torch/symbols.ts";
 import {
@@ -329,7 +330,7 @@ export function ade20kEvalDataset(options: Ade20kOptions): Ade20kEvalDataset {
     const path = entries[i].annotation;
     let bytes: Uint8Array;
     try {
-      bytes = Deno.readFileSync(path);
+      bytes = readRegularFileSync(path);
     } catch (error) {
       return { skip: error instanceof Deno.errors.NotFound ? "annotation_missing" : "annotation_unreadable" };
     }

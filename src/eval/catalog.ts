@@ -6,6 +6,7 @@
 //
 // Relative catalog paths resolve against --root when given, else the working directory, as the official script's
 // did. Nothing is downloaded: a missing folder or file is an error that names it.
+import { INPUT_CAPS, readInputText } from "../fs/input_file.ts";
 import { isAbsolute, join } from "node:path";
 import { DatasetError } from "./datasets.ts";
 import type { EvalTable } from "./file_datasets.ts";
@@ -24,7 +25,7 @@ export interface CatalogEntry {
 export function readCatalog(path: string): [string, CatalogEntry][] {
   let json: unknown;
   try {
-    json = JSON.parse(Deno.readTextFileSync(path));
+    json = JSON.parse(readInputText(path, path, INPUT_CAPS.labels)); // a FIFO or /dev/zero is refused unread
   } catch (cause) {
     throw new DatasetError(`catalog: cannot read ${path} as JSON (${(cause as Error).message})`);
   }

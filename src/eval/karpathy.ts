@@ -4,6 +4,7 @@
 // its captions (5 for nearly every image; a few COCO images have 6 or 7, and every one is kept). Images resolve to
 // root/filepath/filename (COCO: root/val2014/...) or root/filename (Flickr30K). Empty sentences are counted and left
 // out.
+import { readRegularTextSync } from "../fs/input_file.ts";
 import { join } from "node:path";
 import { checkCaption, SkipCounter } from "../data/loader.ts";
 import { DatasetError } from "./datasets.ts";
@@ -23,7 +24,7 @@ export function karpathyTable(options: KarpathyOptions): EvalTable {
   const split = options.split ?? "test";
   let json: unknown;
   try {
-    json = JSON.parse(Deno.readTextFileSync(options.path));
+    json = JSON.parse(readRegularTextSync(options.path));
   } catch (cause) {
     throw new DatasetError(`karpathy: cannot read ${options.path} as JSON (${(cause as Error).message})`);
   }

@@ -6,6 +6,7 @@
 //
 // Malformed rows and incomplete tar samples are counted and left out, like in training; a label that names no class
 // is an error, because it means the labels file and the manifest disagree and every number would be wrong.
+import { readRegularFileSync } from "../fs/input_file.ts";
 import { dirname, isAbsolute, join } from "node:path";
 import { parseDelimited } from "../data/csv.ts";
 import { checkCaption, decodeCaption, SkipCounter } from "../data/loader.ts";
@@ -62,7 +63,7 @@ export function csvEvalTable(options: CsvEvalOptions): EvalTable {
   const separator = options.separator ?? (lower.endsWith(".tsv") || lower.endsWith(".tab") ? "\t" : ",");
   let bytes: Uint8Array;
   try {
-    bytes = Deno.readFileSync(options.path);
+    bytes = readRegularFileSync(options.path);
   } catch (cause) {
     throw new DatasetError(`csv: cannot read ${options.path} (${(cause as Error).message})`);
   }

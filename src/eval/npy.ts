@@ -4,6 +4,7 @@
 // bytes) and the integer dtypes of either byte order, and refuses object arrays (`|O`: pickled Python objects, which
 // `np.load(allow_pickle=True)` would execute) with a message that says how to re-save them. Multi-dimensional arrays
 // other than (N,) and (N, 1) are out of scope.
+import { readRegularFileSync } from "../fs/input_file.ts";
 import { DatasetError } from "./datasets.ts";
 
 export type NpyArray = { kind: "string"; values: string[] } | { kind: "int"; values: number[] };
@@ -62,7 +63,7 @@ export function readNpyHeader(bytes: Uint8Array, path: string): NpyHeader {
 export function readNpy(path: string): NpyArray {
   let bytes: Uint8Array;
   try {
-    bytes = Deno.readFileSync(path);
+    bytes = readRegularFileSync(path);
   } catch (cause) {
     throw new DatasetError(`${path}: cannot read (${(cause as Error).message})`);
   }

@@ -2,6 +2,7 @@
 // batch (eval mode, no grad, fp32), then hand the embeddings to the metric functions of zeroshot.ts and retrieval.ts.
 // Images a file dataset could not decode never reach the model: metrics are over the images seen, and the results
 // carry the skipped count by reason so a table can say how many were left out.
+import { INPUT_CAPS, readInputText } from "../fs/input_file.ts";
 import { cat, type Device, F, noGrad, Tensor, tidy } from "../torch/mod.ts";
 import { DatasetError, type EvalDataset } from "./datasets.ts";
 import type { EvalModel } from "./model.ts";
@@ -23,7 +24,12 @@ export interface ZeroShotPrompts {
  * list-valued labels are synonyms. */
 export function readZeroShotPrompts(labelsPath: string, templatesPath: string, key: string): ZeroShotPrompts {
   const read = (path: string): Record<string, unknown> => {
-    const parsed: unknown = JSON.parse(Deno.readTextFileSync(path));
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readInputText(path, path, INPUT_CAPS.labels)); // a FIFO or /dev/zero is refused unread
+    } catch (cause) {
+      throw new DatasetError(`cannot read ${path} as JSON (${(cause as Error).message.replace(`${path}: `, "")})`);
+    }
     if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
       throw new DatasetError(`${path}: expected a JSON object of dataset key → list`);
     }

@@ -8,6 +8,7 @@
 // is written once as a lossless PNG into one temporary file and handed over as a byte range, so these sets go through
 // exactly the Resize(S) + CenterCrop(S) the folder sets get. That costs a PNG encode per image (well under a second
 // for CIFAR's 10,000 test images) and a temporary file that close() removes.
+import { readRegularFileSync } from "../fs/input_file.ts";
 import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import { encodePng } from "../formats/png.ts";
@@ -58,16 +59,28 @@ const SOURCES: Record<SpecialDataset, string> = {
   mnist: "the four idx files (.gz or not) as torchvision.datasets.MNIST(root, download=True) leaves them",
 };
 
+/** The most bytes a .gz file of these sets may unpack to (docs/errors.md, "Input bounds"). */
+const GUNZIP_CAP_BYTES = 512 * 1024 * 1024;
+
 function readFile(root: string, rel: string, name: SpecialDataset, split: "train" | "test"): Uint8Array {
   const path = join(root, rel);
   for (const candidate of [path, `${path}.gz`]) {
     let bytes: Uint8Array;
     try {
-      bytes = Deno.readFileSync(candidate);
+      bytes = readRegularFileSync(candidate); // a FIFO is refused, not opened
     } catch {
       continue;
     }
-    return candidate.endsWith(".gz") && !path.endsWith(".gz") ? new Uint8Array(gunzipSync(bytes)) : bytes;
+    if (!candidate.endsWith(".gz") || path.endsWith(".gz")) return bytes;
+    try {
+      // MNIST's largest file is 47 MB unpacked: a gzip bomb stops at the cap
+      return new Uint8Array(gunzipSync(bytes, { maxOutputLength: GUNZIP_CAP_BYTES }));
+    } catch (error) {
+      throw new DatasetError(
+        `${name}: ${candidate}: not valid gzip or over ${GUNZIP_CAP_BYTES} bytes unpacked: ` +
+          (error as Error).message,
+      );
+    }
   }
   const expected = specialFiles(name, split).map((f) => join(root, f)).join(", ");
   throw new DatasetError(

@@ -35,6 +35,8 @@ const ZIP64_LOCATOR_SIGNATURE = 0x07064b50;
 const CENTRAL_SIGNATURE = 0x02014b50;
 const LOCAL_SIGNATURE = 0x04034b50;
 const EOCD_SIZE = 22;
+/** The most bytes one deflated member may unpack to (docs/errors.md, "Input bounds"), as the native loader's cap. */
+export const ZIP_MAX_INFLATED_BYTES = 256 * 1024 * 1024;
 const MAX_COMMENT = 0xffff;
 
 function readAt(file: Deno.FsFile, path: string, offset: number, length: number): Uint8Array {
@@ -60,6 +62,13 @@ export class ZipArchive {
   #closed = false;
 
   constructor(readonly path: string) {
+    let regular: boolean;
+    try {
+      regular = Deno.statSync(path).isFile; // stat first: opening a FIFO would block until a writer appears
+    } catch (error) {
+      throw new ZipError(path, `cannot open: ${(error as Error).message}`);
+    }
+    if (!regular) throw new ZipError(path, "not a regular file");
     try {
       this.#file = Deno.openSync(path, { read: true });
     } catch (error) {
@@ -190,8 +199,16 @@ export class ZipArchive {
     if (entry.method === ZIP_STORED) {
       data = raw;
     } else if (entry.method === ZIP_DEFLATED) {
+      // The directory's size bounds the output (a zip bomb stops there); deflate cannot expand more than 1032:1.
+      if (entry.size > ZIP_MAX_INFLATED_BYTES || entry.size > entry.compressedSize * 1032 + 1024) {
+        throw new ZipError(
+          this.path,
+          `member '${entry.name}': declares ${entry.size} bytes from ${entry.compressedSize} compressed ` +
+            `(the cap is ${ZIP_MAX_INFLATED_BYTES} bytes and deflate expands at most 1032:1)`,
+        );
+      }
       try {
-        data = new Uint8Array(inflateRawSync(raw));
+        data = new Uint8Array(inflateRawSync(raw, { maxOutputLength: Math.max(1, entry.size) }));
       } catch (error) {
         throw new ZipError(this.path, `member '${entry.name}': corrupt deflate data (${(error as Error).message})`);
       }

@@ -5,17 +5,16 @@
 // is replaced by the new file, not written through. Appended logs (metrics.jsonl) are the one exception: they are
 // appended line by line by their writer.
 
+import { WriteError } from "./write_error.ts";
+
 /** Suffix of the temp file a write goes through: `<path>.tmp-<pid>`; a crash can leave one behind. */
 export const TEMP_SUFFIX = ".tmp-";
 
 /** A write that failed; the message names the file and says the previous one (if any) is untouched. */
-export class OutputWriteError extends Error {
-  readonly path: string;
-
+export class OutputWriteError extends WriteError {
   constructor(path: string, reason: string, options?: ErrorOptions) {
-    super(`cannot write ${path}: ${reason} (any previous ${path} is untouched)`, options);
+    super(path, options?.cause, `${reason} (any previous ${path} is untouched)`);
     this.name = "OutputWriteError";
-    this.path = path;
   }
 }
 

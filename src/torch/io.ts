@@ -84,8 +84,11 @@ export class SafeTensorsFile {
   static open(path: string): SafeTensorsFile {
     let file: Deno.FsFile;
     try {
+      // stat first: opening a FIFO would block until a writer appears
+      if (!Deno.statSync(path).isFile) throw new SafeTensorsError(path, "not a regular file");
       file = Deno.openSync(path, { read: true });
     } catch (error) {
+      if (error instanceof SafeTensorsError) throw error;
       throw new SafeTensorsError(path, `cannot open: ${(error as Error).message}`);
     }
     try {

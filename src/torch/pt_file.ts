@@ -375,6 +375,7 @@ export function asStrided(t: Tensor, shape: readonly number[], stride: readonly 
 /** True when `path` starts like a zip archive (torch.save's format since PyTorch 1.6). */
 export function isZipFile(path: string): boolean {
   try {
+    if (!Deno.statSync(path).isFile) return false; // never open a FIFO or a device to sniff it
     using file = Deno.openSync(path, { read: true });
     const head = new Uint8Array(4);
     const n = file.readSync(head);
@@ -389,6 +390,7 @@ function describeNonZip(path: string, error: unknown): string {
   const reason = (error as Error).message.replace(`${path}: `, "");
   let head = new Uint8Array(0);
   try {
+    if (!Deno.statSync(path).isFile) throw new Error("not a regular file");
     using file = Deno.openSync(path, { read: true });
     head = new Uint8Array(2);
     if (file.readSync(head) !== 2) head = new Uint8Array(0);

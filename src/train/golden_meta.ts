@@ -1,6 +1,7 @@
 // golden_meta.ts: the schema of a golden reference folder's meta.json (tests/fixtures/golden/README.md): the model dims in
 // `hyper`, the step's hyper-parameters and the reference losses, and the model built from the folder's weights.
 // Shared by `deno task golden` and bench/train_step.
+import { readRegularTextSync } from "../fs/input_file.ts";
 import { z } from "zod";
 import { configFromGoldenHyper } from "../models/configs.ts";
 import { DetailCLIP } from "../models/detailclip.ts";
@@ -30,7 +31,7 @@ export function readGoldenMeta(dir: string): GoldenMeta {
   const path = `${dir.replace(/\/$/, "")}/meta.json`;
   let raw: unknown;
   try {
-    raw = JSON.parse(Deno.readTextFileSync(path));
+    raw = JSON.parse(readRegularTextSync(path));
   } catch (error) {
     throw new Error(`cannot read ${path}: ${(error as Error).message}`);
   }

@@ -2,6 +2,7 @@
 // ETA, loss terms); elsewhere (CI logs, `| tee`), plain lines at the caller's logging interval, because carriage
 // returns turn a log file into one unreadable line. Metrics go to a JSONL file opened in append mode, so a resumed
 // run continues it. Only rank 0 speaks: every other rank gets no-op objects, and callers need no `if (rank === 0)`.
+import { WriteError } from "../fs/write_error.ts";
 
 import { writeFileAtomic } from "../fs/atomic_write.ts";
 
@@ -178,6 +179,14 @@ export class JsonlWriter {
     this.path = path;
     this.enabled = rank === 0;
     if (!this.enabled) return;
+    let kind: Deno.FileInfo | null = null;
+    try {
+      kind = Deno.statSync(path);
+    } catch { /* not there yet: created below */ }
+    if (kind !== null && !kind.isFile) {
+      // a device or a FIFO in its place would be read without end (/dev/zero) or block: refuse it
+      throw new WriteError(path, new Error("exists and is not a regular file"));
+    }
     try {
       if (options.resumeStep !== undefined) dropRecordsAfter(path, options.resumeStep);
       this.#file = Deno.openSync(path, { append: true, create: true, read: true });
@@ -199,7 +208,11 @@ export class JsonlWriter {
     if (!this.enabled) return;
     if (this.#file === null) throw new Error(`JsonlWriter ${this.path}: write after close`);
     const line = JSON.stringify(record, (_key, value) => (typeof value === "bigint" ? Number(value) : value));
-    writeAll(this.#file, new TextEncoder().encode(line + "\n"));
+    try {
+      writeAll(this.#file, new TextEncoder().encode(line + "\n"));
+    } catch (error) {
+      throw new WriteError(this.path, error); // a full disk: one line naming the file (a torn line is skipped on read)
+    }
   }
 
   /** Makes the lines written so far durable (fsync); ordinary writes already survive a killed process. */
@@ -298,7 +311,11 @@ function writeAll(file: Deno.FsFile, bytes: Uint8Array): void {
 function writeStdout(text: string): void {
   const bytes = new TextEncoder().encode(text);
   let written = 0;
-  while (written < bytes.byteLength) written += Deno.stdout.writeSync(bytes.subarray(written));
+  try {
+    while (written < bytes.byteLength) written += Deno.stdout.writeSync(bytes.subarray(written));
+  } catch (error) {
+    throw new WriteError("stdout", error);
+  }
 }
 
 function consoleColumns(): number {

@@ -17,6 +17,7 @@ import { streamingWebDatasetSource } from "../data/webdataset_stream.ts";
 import { yfccTrainSource } from "../data/yfcc.ts";
 import { redcapsTrainSource } from "../data/redcaps.ts";
 import { ClipTokenizer } from "../data/tokenizer.ts";
+import { DataError } from "../data/data_error.ts";
 import {
   autocast,
   cudaDeviceCount,
@@ -654,7 +655,7 @@ function trainSourceFor(
   try {
     tokenizer = ClipTokenizer.fromFile(options.bpe);
   } catch (error) {
-    throw new OptionError(`--bpe ${options.bpe}: ${(error as Error).message}`);
+    throw new DataError(`--bpe ${options.bpe}: ${(error as Error).message}`, { cause: error });
   }
   const common = { tokenizer, contextLength, imageSize, views, seed: options.seed, threads: options.workers || 1 };
   const root = options.root === "" ? undefined : options.root;
@@ -695,7 +696,9 @@ function trainSourceFor(
     return cocoTrainSource({ ...common, annotations: options.metadata, root: options.root });
   } catch (error) {
     if (error instanceof OptionError) throw error;
-    throw new OptionError(`--dataset ${options.dataset} --metadata ${options.metadata}: ${(error as Error).message}`);
+    throw new DataError(`--dataset ${options.dataset} --metadata ${options.metadata}: ${(error as Error).message}`, {
+      cause: error,
+    });
   }
 }
 

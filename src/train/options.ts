@@ -4,9 +4,17 @@
 // which the help text says.
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { presetNames } from "../models/configs.ts";
+import { DEVICE_CHOICES, DEVICE_PATTERN } from "../torch/device.ts";
+import { INPUT_CAPS, readInputText } from "../fs/input_file.ts";
 
 export const DATASETS = ["synthetic", "csv", "webdataset", "coco", "yfcc15m", "redcaps"] as const;
 export const PRECISIONS = ["fp32", "bf16", "fp16"] as const;
+/**
+ * Above this many libtorch or data threads the value is refused, not just warned about (cli/train_preflight.ts warns
+ * above the machine's cores): `--threads 100000` would start that many threads and stall the machine.
+ */
+export const MAX_THREADS = 1024;
 
 /** A learning rate above the largest float32 cannot even reach the optimizer's float32 kernels. */
 const FLOAT32_MAX = 3.4028234663852886e38;
@@ -14,7 +22,11 @@ const learningRate = (): z.ZodNumber =>
   z.number().max(FLOAT32_MAX, "must be at most 3.4e38 (the largest float32, which the optimizer computes in)");
 
 export const TrainOptionsSchema = z.object({
-  model: z.string().min(1).default("tiny_synthetic"),
+  model: z.string().superRefine((name, ctx) => {
+    if (!presetNames().includes(name)) {
+      ctx.addIssue({ code: "custom", message: `unknown model '${name}' (known: ${presetNames().join(", ")})` });
+    }
+  }).default("tiny_synthetic"),
   dataset: z.enum(DATASETS).default("synthetic"),
   metadata: z.string().optional(),
   root: z.string().default(""),
@@ -40,8 +52,10 @@ export const TrainOptionsSchema = z.object({
   eps: z.number().positive().default(1e-8),
   disableAmp: z.boolean().default(false),
   precision: z.enum(PRECISIONS).optional(),
-  device: z.string().regex(/^(cpu|cuda|cuda:\d+)$/, "expected cpu, cuda or cuda:N").default("cpu"),
-  seed: z.number().int().min(0).default(0),
+  device: z.string().regex(DEVICE_PATTERN, `expected ${DEVICE_CHOICES}`).default("cpu"),
+  // libtorch seeds with a uint64; JSON numbers stay exact up to 2^53 - 1 (and rank r adds r).
+  seed: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER - 65536, "expected an integer in [0, 2^53 - 65537]")
+    .default(0),
   resume: z.string().optional(),
   pretrained: z.string().optional(),
   overwrite: z.boolean().default(false),
@@ -49,8 +63,8 @@ export const TrainOptionsSchema = z.object({
   evalFreq: z.number().int().positive().default(1),
   saveFreq: z.number().int().positive().optional(),
   keepLast: z.number().int().positive().default(3),
-  workers: z.number().int().min(0).default(1),
-  threads: z.number().int().positive().optional(),
+  workers: z.number().int().min(0).max(MAX_THREADS).default(1),
+  threads: z.number().int().positive().max(MAX_THREADS).optional(),
   maxSteps: z.number().int().positive().optional(),
   clipLossWeight: z.number().min(0).default(1),
   reconstLossWeight: z.number().min(0).default(1),
@@ -58,9 +72,10 @@ export const TrainOptionsSchema = z.object({
   ibotClsLossWeight: z.number().min(0).default(1),
   disableNormPixLoss: z.boolean().default(false),
   gradCheckpointing: z.boolean().default(false),
-  syntheticSize: z.number().int().positive().default(4096),
+  syntheticSize: z.number().int().positive().max(2 ** 32, "expected at most 2^32 (a sample index is 32 bits)")
+    .default(4096),
   syntheticObjects: z.number().int().min(1).max(3).optional(),
-  evalSize: z.number().int().min(0).default(1000),
+  evalSize: z.number().int().min(0).max(2 ** 32, "expected at most 2^32 (a sample index is 32 bits)").default(1000),
   config: z.string().optional(),
   // Validation while training and TensorBoard (src/train/validation.ts, src/train/tensorboard.ts).
   zeroshotData: z.string().min(1).optional(),
@@ -332,9 +347,15 @@ function convert(flag: string, spec: FlagSpec, value: string | boolean): unknown
 }
 
 function readConfig(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readInputText(path, `--config ${path}`, INPUT_CAPS.config); // a FIFO or /dev/zero is refused unread
+  } catch (error) {
+    throw new OptionError((error as Error).message);
+  }
   let data: unknown;
   try {
-    data = JSON.parse(Deno.readTextFileSync(path));
+    data = JSON.parse(text);
   } catch (error) {
     throw new OptionError(`--config ${path}: ${(error as Error).message}`);
   }

@@ -32,6 +32,11 @@ export interface RgbPicture {
  * normalised with the ImageNet mean/std the loader uses everywhere. Throws VizImageError when it does not decode.
  */
 export function readEvalImage(path: string, imageSize: number, device: Device = "cpu"): Tensor {
+  let info: Deno.FileInfo | null = null;
+  try {
+    info = Deno.statSync(path);
+  } catch { /* missing: the loader names it (image_missing) */ }
+  if (info !== null && !info.isFile) throw new VizImageError(path, "not a regular file"); // a FIFO would block
   using loader = new NativeLoader({ imageSize, mode: "eval", views: 1, threads: 1 });
   const result = loader.run({ candidates: [{ path, index: 0 }], slotBegin: [0, 1], seed: 0, rank: 0, epoch: 0 });
   if (result.used[0] !== 0) {
