@@ -11,8 +11,8 @@ export async function main(args: string[]): Promise<number> {
     return 0;
   }
   const options = parseTrainOptions(args);
+  tieToLauncher(); // a rank of `deno task launch` dies with its launcher, and writes nothing once it is gone
   preflightTrain(options);
-  tieToLauncher(); // a rank of `deno task launch` dies with its launcher
   await train(options);
   return 0;
 }

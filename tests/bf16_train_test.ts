@@ -84,7 +84,7 @@ Deno.test({
     assertEquals(run.code, 2, run.output);
     const lines = run.output.trim().split("\n");
     assertEquals(lines.length, 1, `one line:\n${run.output}`);
-    assert(lines[0].includes("--precision fp16 on cpu: ") && lines[0].includes("Bfloat16"), lines[0]);
+    assert(lines[0].includes("--precision fp16") && lines[0].includes("bf16"), lines[0]);
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }

@@ -218,11 +218,17 @@ Deno.test("data: unusable data sets end with one line and status 5", async () =>
       rows.push(`img${i}.jpg,a red square ${i}`);
     }
     Deno.writeTextFileSync(`${dir}/bad.csv`, rows.join("\n") + "\n");
-    const csv = ["train", ...QUICK, "--dataset", "csv", "--metadata", `${dir}/bad.csv`, "--output-dir", `${dir}/run`];
-    assertOneLine(await cli([...csv, "--bpe", merges]), "train", EXIT.data, ["no usable"]);
-    assertOneLine(await cli([...csv, "--bpe", "/dev/zero"]), "train", EXIT.data, ["--bpe /dev/zero", "device"]);
+    // each case into a folder of its own: a failed run's metrics.jsonl makes its folder an earlier run's
+    const csv = ["train", ...QUICK, "--dataset", "csv", "--metadata", `${dir}/bad.csv`];
+    assertOneLine(await cli([...csv, "--bpe", merges, "--output-dir", `${dir}/run1`]), "train", EXIT.data, [
+      "no usable",
+    ]);
+    assertOneLine(await cli([...csv, "--bpe", "/dev/zero", "--output-dir", `${dir}/run2`]), "train", EXIT.data, [
+      "--bpe /dev/zero",
+      "device",
+    ]);
     const shards = ["--dataset", "webdataset", "--metadata", `${dir}/s-{0..999999999}.tar`, "--bpe", merges];
-    assertOneLine(await cli(["train", ...QUICK, ...shards, "--output-dir", `${dir}/run`]), "train", EXIT.data, [
+    assertOneLine(await cli(["train", ...QUICK, ...shards, "--output-dir", `${dir}/run3`]), "train", EXIT.data, [
       "1,000,000 names",
     ]);
     // a hostile pickle that declares a 2^60-byte string: refused from the file's size, nothing allocated
@@ -250,7 +256,8 @@ Deno.test("io: a full stdout stops the run with one line naming it; a device as 
     assertOneLine(full, "train", EXIT.io, ["stdout", "No space left on device", "--resume auto"]);
     Deno.mkdirSync(`${dir}/b`);
     Deno.symlinkSync("/dev/full", `${dir}/b/metrics.jsonl`); // read to its end on resume, it would never end
-    const metrics = await cli(["train", ...QUICK, "--output-dir", `${dir}/b`]);
+    // (a fresh run would refuse the folder as an earlier run's; continuing it reaches the device)
+    const metrics = await cli(["train", ...QUICK, "--output-dir", `${dir}/b`, "--resume", "auto"]);
     assertOneLine(metrics, "train", EXIT.io, [`${dir}/b/metrics.jsonl`, "not a regular file"]);
   })();
 });
@@ -298,7 +305,7 @@ Deno.test({
       ` > /dev/null 2> ${dir}/export.err; echo $? > ${dir}/export.code`,
       `${deno} viz tokens --checkpoint ${dir}/after-resume/checkpoint-00000002.safetensors --image ${image}` +
       ` --out $m/tokens.png > /dev/null 2> ${dir}/viz.err; echo $? > ${dir}/viz.code`,
-      // a new run on the full disk: its first metrics line cannot be written
+      // a new run on the full disk: its first write (the output folder's lock record) cannot be made
       `${train} --output-dir $m/run2 > /dev/null 2> ${dir}/metrics.err; echo $? > ${dir}/metrics.code`,
       // a read-only file system: the output folder cannot be created, refused before any work
       `mkdir -p ${dir}/ro && mount -t tmpfs -o ro,size=1M tmpfs ${dir}/ro`,
@@ -335,7 +342,7 @@ Deno.test({
 
     assertOneLine(result("export"), "export", EXIT.io, ["b.safetensors", "No space left"]);
     assertOneLine(result("viz"), "viz", EXIT.io, ["tokens.png", "No space left"]);
-    assertOneLine(result("metrics"), "train", EXIT.io, ["run2/metrics.jsonl", "No space left"]);
+    assertOneLine(result("metrics"), "train", EXIT.io, ["run2/detailclip.lock", "No space left"]);
     assertOneLine(result("readonly"), "train", EXIT.usage, [`--output-dir ${dir}/ro/run`, "Read-only file system"]);
   }),
 });

@@ -6,6 +6,7 @@
 // a clean release empties it. The trade: on a network file system without shared locks only the recorded holder
 // warns, it cannot exclude.
 import { processIsAlive } from "../checkpoint/checkpoint.ts";
+import { WriteError } from "../fs/write_error.ts";
 import { OptionError } from "./options.ts";
 
 export const LOCK_FILE = "detailclip.lock";
@@ -88,8 +89,12 @@ export function acquireRunLock(dir: string, say: (line: string) => void): RunLoc
     file.truncateSync(0);
     file.seekSync(0, Deno.SeekMode.Start);
     const bytes = new TextEncoder().encode(JSON.stringify(holder) + "\n");
-    for (let at = 0; at < bytes.byteLength;) at += file.writeSync(bytes.subarray(at));
-    file.syncSync();
+    try {
+      for (let at = 0; at < bytes.byteLength;) at += file.writeSync(bytes.subarray(at));
+      file.syncSync();
+    } catch (error) {
+      throw new WriteError(path, error); // a full disk: the run's first write, named
+    }
     return new RunLock(path, file);
   } catch (error) {
     file.close();
