@@ -54,6 +54,7 @@ Image.fromarray((yy * 1000 + xx).astype(np.uint16)).save(out + "/gray16.png")
 im.save(out + "/lossy.webp", quality=80)
 im.save(out + "/lossless.webp", lossless=True)
 `;
+import { tarArchive } from "../src/data/tar_stream.ts";
 
 /** The base images: always two PNGs from encodePng; PIL's JPEG/PNG/WebP variants when python3 with PIL is there. */
 function baseImages(dir: string): { name: string; bytes: Uint8Array }[] {
@@ -192,39 +193,6 @@ function zip(
   return { bytes, spans };
 }
 
-/** A ustar archive of (name, data) members. */
-function tar(members: { name: string; data: Uint8Array }[]): Uint8Array {
-  const blocks: Uint8Array[] = [];
-  const enc = new TextEncoder();
-  for (const m of members) {
-    const header = new Uint8Array(512);
-    header.set(enc.encode(m.name).subarray(0, 100), 0);
-    header.set(enc.encode("0000644\0"), 100);
-    header.set(enc.encode("0000000\0"), 108);
-    header.set(enc.encode("0000000\0"), 116);
-    header.set(enc.encode(m.data.length.toString(8).padStart(11, "0") + "\0"), 124);
-    header.set(enc.encode("00000000000\0"), 136);
-    header.fill(0x20, 148, 156);
-    header[156] = 0x30;
-    header.set(enc.encode("ustar\0" + "00"), 257);
-    let sum = 0;
-    for (const b of header) sum += b;
-    header.set(enc.encode(sum.toString(8).padStart(6, "0") + "\0 "), 148);
-    blocks.push(header);
-    const padded = new Uint8Array(Math.ceil(m.data.length / 512) * 512);
-    padded.set(m.data);
-    blocks.push(padded);
-  }
-  blocks.push(new Uint8Array(1024));
-  const out = new Uint8Array(blocks.reduce((s, b) => s + b.length, 0));
-  let at = 0;
-  for (const b of blocks) {
-    out.set(b, at);
-    at += b.length;
-  }
-  return out;
-}
-
 Deno.test({
   name: `data fuzz: ${IMAGE_CASES} mutated images through the decoder and the loader, all counted`,
   ignore: noNative,
@@ -303,7 +271,7 @@ Deno.test({
         members.push({ name: `${String(k).padStart(5, "0")}.${ext}`, data: base.bytes });
         if (k !== 4) members.push({ name: `${String(k).padStart(5, "0")}.txt`, data: enc.encode(`caption ${k}`) });
       }
-      const clean = tar(members);
+      const clean = tarArchive(members);
       const outcomes = { indexed: 0, refused: 0 };
       const member = { decoded: 0, skipped: 0 };
       const indexSkips: Record<string, number> = {};

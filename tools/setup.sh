@@ -51,51 +51,28 @@ if [[ ! -f $openai_bpe ]]; then
   fi
 fi
 
-# timm 1.0.29, for tests/export_check.py (the exported backbone loaded strictly into timm's ViT, forward_features
-# compared with ours): installed once into .tools/pylib, without dependencies (Debian's python3-torch serves); without
-# it in the configured package index the check falls back to its timm-style module, says so, and the next run tries
-# again.
-pylib=$root/.tools/pylib
-if [[ ! -d $pylib/timm ]]; then
-  if PIP_RETRIES=0 timeout 120 pip install -q --no-deps --target "$pylib" timm==1.0.29 >/dev/null 2>"$root/.tools/timm.log"; then
-    rm -f "$root/.tools/timm.log"
-    echo "detailclip: installed timm 1.0.29 into .tools/pylib (for tests/export_check.py)" >&2
+# Python packages some tests compare against, each installed once into its own folder under .tools/ without
+# dependencies (Debian's python3-torch 1.13, torchvision and numpy serve). Without them in the configured package index
+# the tests that need them are ignored with the reason (a failure under DETAILCLIP_REQUIRE_TOOLS=1, as in CI), and the
+# next run tries again. Usage: pip_tool NAME FOLDER MODULE WHAT-FOR PACKAGE==VERSION...
+pip_tool() {
+  local name=$1 folder=$root/.tools/$2 module=$3 purpose=$4
+  shift 4
+  [[ -d $folder/$module ]] && return 0
+  local log=$root/.tools/$name.log
+  if PIP_RETRIES=0 timeout 180 pip install -q --no-deps --target "$folder" "$@" >/dev/null 2>"$log"; then
+    rm -f "$log"
+    echo "detailclip: installed $name ($1) into ${folder#$root/} ($purpose)" >&2
   else
-    rm -rf "$pylib/timm"
-    echo "detailclip: skipped timm (.tools/pylib): $(grep -v '^WARNING' "$root/.tools/timm.log" | tail -1 | cut -c1-160)" >&2
+    rm -rf "${folder:?}/$module"
+    echo "detailclip: skipped $name (${folder#$root/}): $(grep -v '^WARNING' "$log" | tail -1 | cut -c1-160)" >&2
   fi
-fi
-
-# open_clip 3.3.0 (with ftfy, wcwidth, safetensors and tqdm, which it imports), for tests/openclip_test.ts: OpenAI/
-# OpenCLIP weights made by open_clip itself, loaded here and compared embedding for embedding. Installed once into
-# .tools/openclip-pylib, without dependencies (Debian's python3-torch 1.13 and torchvision serve); without it in the
-# configured package index the test is ignored with the reason (a failure under DETAILCLIP_REQUIRE_TOOLS=1), and the
-# next run tries again.
-openclip_pylib=$root/.tools/openclip-pylib
-if [[ ! -d $openclip_pylib/open_clip ]]; then
-  if PIP_RETRIES=0 timeout 180 pip install -q --no-deps --target "$openclip_pylib" open_clip_torch==3.3.0 ftfy==6.3.1 \
-    wcwidth==0.9.1 safetensors==0.8.0 tqdm==4.70.1 >/dev/null 2>"$root/.tools/openclip.log"; then
-    rm -f "$root/.tools/openclip.log"
-    echo "detailclip: installed open_clip 3.3.0 into .tools/openclip-pylib (for tests/openclip_test.ts)" >&2
-  else
-    rm -rf "$openclip_pylib/open_clip"
-    echo "detailclip: skipped open_clip (.tools/openclip-pylib): $(grep -v '^WARNING' "$root/.tools/openclip.log" | tail -1 | cut -c1-160)" >&2
-  fi
-fi
-
-# tensorboard 2.21.0 (with protobuf and absl-py, which its event reader imports), for tests/tensorboard_test.ts and
-# tests/validation_test.ts: the event files of `--report-to tensorboard` read back by TensorBoard's own
-# EventAccumulator. Installed once into .tools/tb-pylib, without dependencies (Debian's numpy serves); without it in
-# the configured package index those checks are ignored with the reason (a failure under DETAILCLIP_REQUIRE_TOOLS=1),
-# and the next run tries again.
-tb_pylib=$root/.tools/tb-pylib
-if [[ ! -d $tb_pylib/tensorboard ]]; then
-  if PIP_RETRIES=0 timeout 180 pip install -q --no-deps --target "$tb_pylib" tensorboard==2.21.0 protobuf==6.33.6 \
-    absl-py==2.5.0 >/dev/null 2>"$root/.tools/tensorboard.log"; then
-    rm -f "$root/.tools/tensorboard.log"
-    echo "detailclip: installed tensorboard 2.21.0 into .tools/tb-pylib (for the TensorBoard event-file tests)" >&2
-  else
-    rm -rf "$tb_pylib/tensorboard"
-    echo "detailclip: skipped tensorboard (.tools/tb-pylib): $(grep -v '^WARNING' "$root/.tools/tensorboard.log" | tail -1 | cut -c1-160)" >&2
-  fi
-fi
+}
+# timm: the exported backbone loaded strictly into timm's ViT, forward_features compared with ours.
+pip_tool timm pylib timm "for tests/export_check.py" timm==1.0.29
+# open_clip (and what it imports): OpenAI/OpenCLIP weights made by open_clip itself, compared embedding for embedding.
+pip_tool open_clip openclip-pylib open_clip "for tests/openclip_test.ts" open_clip_torch==3.3.0 ftfy==6.3.1 \
+  wcwidth==0.9.1 safetensors==0.8.0 tqdm==4.70.1
+# tensorboard (with protobuf and absl-py): `--report-to tensorboard` event files read back by its EventAccumulator.
+pip_tool tensorboard tb-pylib tensorboard "for the TensorBoard event-file tests" tensorboard==2.21.0 protobuf==6.33.6 \
+  absl-py==2.5.0

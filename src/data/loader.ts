@@ -517,6 +517,17 @@ interface Pending {
   hinted: boolean;
 }
 
+/** A decoded batch moved to `device` (asynchronously from pinned memory); the host copies are freed. */
+export function batchOnDevice(u: Tensor, v: Tensor | null, text: Tensor, device: Device): TrainBatch {
+  const move = (t: Tensor): Tensor => {
+    if (device === "cpu") return t;
+    const moved = t.to({ device, nonBlocking: true });
+    t.dispose();
+    return moved;
+  };
+  return { u: move(u), v: v ? move(v) : null, text: move(text) };
+}
+
 /** The native decode workers a file-backed source drives, configured from its options. */
 export function nativeLoaderFor(options: FileSourceOptions, views: 1 | 2): NativeLoader {
   return new NativeLoader({
@@ -721,13 +732,7 @@ export function fileTrainSource(table: SampleTable, options: FileSourceOptions):
     }
     last = samples;
     const text = options.tokenizer.tokenize(captions as string[], contextLength);
-    const move = (t: Tensor): Tensor => {
-      if (device === "cpu") return t;
-      const moved = t.to({ device, nonBlocking: true });
-      t.dispose();
-      return moved;
-    };
-    return { u: move(first.u), v: first.v ? move(first.v) : null, text: move(text) };
+    return batchOnDevice(first.u, first.v, text, device);
   }
 
   return {

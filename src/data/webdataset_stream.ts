@@ -13,6 +13,7 @@
 // whose slot is refilled with the worker's next sample.
 import type { Device, Tensor } from "../torch/mod.ts";
 import {
+  batchOnDevice,
   type CaptionSkip,
   decodeCaption,
   type FileSourceOptions,
@@ -506,13 +507,7 @@ export function streamingWebDatasetSource(options: StreamingWebDatasetOptions): 
       });
     }
     const text = options.tokenizer.tokenize(batch.map((s) => s.caption), contextLength);
-    const move = (t: Tensor): Tensor => {
-      if (device === "cpu") return t;
-      const moved = t.to({ device, nonBlocking: true });
-      t.dispose();
-      return moved;
-    };
-    return { u: move(first.u), v: first.v ? move(first.v) : null, text: move(text) };
+    return batchOnDevice(first.u, first.v, text, device);
   };
 
   return {
