@@ -154,7 +154,7 @@ Deno.test("--resume auto reports a corrupted newest checkpoint and resumes from 
 
 Deno.test("an injected NaN stops the run naming the step and the term; earlier checkpoints stay good", () => {
   const dir = Deno.makeTempDirSync();
-  const run = runTrain([...SMALL, "--output-dir", dir], { DETAILCLIP_INJECT_NAN: "4:ibot_cls_loss" });
+  const run = runTrain([...SMALL, "--output-dir", dir, "--test-hook-inject-nan", "4:ibot_cls_loss"]);
   assertEquals(run.code, 3, run.out);
   assert(run.out.includes("non-finite loss at step 4") && run.out.includes("ibot_cls_loss"), run.out);
   const names = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.startsWith("checkpoint-")).sort();
