@@ -238,9 +238,10 @@ Deno.test("train --lr 1e30 --save-freq 1: the NaN stop names the step, every che
 Deno.test("parameters poisoned while the loss is still finite: the save refuses, naming the step and the tensor", () => {
   const dir = Deno.makeTempDirSync({ prefix: "dc_poison_" });
   try {
-    const run = runTrain([...SMALL, "--max-steps", "4", "--save-freq", "1", "--output-dir", dir], {
-      DETAILCLIP_INJECT_NAN: "2:parameters",
-    });
+    const run = runTrain([
+      ...SMALL,
+      ...["--max-steps", "4", "--save-freq", "1", "--output-dir", dir, "--test-hook-inject-nan", "2:parameters"],
+    ]);
     assertEquals(run.code, 3, run.out);
     assert(run.out.includes("non-finite parameters or optimizer state after step 3"), run.out);
     assert(run.out.includes("hold NaN or Inf (model."), run.out);

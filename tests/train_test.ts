@@ -154,13 +154,16 @@ Deno.test("--resume auto reports a corrupted newest checkpoint and resumes from 
 
 Deno.test("an injected NaN stops the run naming the step and the term; earlier checkpoints stay good", () => {
   const dir = Deno.makeTempDirSync();
-  const run = runTrain([...SMALL, "--output-dir", dir], { DETAILCLIP_INJECT_NAN: "4:ibot_cls_loss" });
+  const run = runTrain([...SMALL, "--output-dir", dir, "--test-hook-inject-nan", "4:ibot_cls_loss"]);
   assertEquals(run.code, 3, run.out);
   assert(run.out.includes("non-finite loss at step 4") && run.out.includes("ibot_cls_loss"), run.out);
   const names = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.startsWith("checkpoint-")).sort();
   assertEquals(names, ["checkpoint-00000003.safetensors"], "no checkpoint after the NaN");
-  const { tensors, step } = loadCheckpoint(`${dir}/${names[0]}`);
+  const { tensors, step, meta } = loadCheckpoint(`${dir}/${names[0]}`);
   assertEquals(step, 3);
+  const saved = meta.options as Record<string, unknown>;
+  assertEquals(saved.testHookInjectNan, undefined, "a test hook is not part of the run a checkpoint records");
+  assertEquals(saved.batchSize, 8);
   for (const t of tensors.values()) t.dispose();
   Deno.removeSync(dir, { recursive: true });
 });
@@ -177,4 +180,18 @@ Deno.test("the plain CLIP model trains with the same loop (CLIP loss only)", () 
   assertEquals((meta.model_config as { kind: string }).kind, "clip");
   for (const t of tensors.values()) t.dispose();
   Deno.removeSync(dir, { recursive: true });
+});
+
+Deno.test("the test hooks are hidden flags: --help does not list them, and they are validated like any option", () => {
+  const help = runTrain(["--help"]);
+  assertEquals(help.code, 0, help.out);
+  assert(help.out.includes("--max-steps") && !help.out.includes("test-hook"), help.out);
+  const dir = Deno.makeTempDirSync();
+  try {
+    const bad = runTrain(["--test-hook-inject-nan", "soon", "--output-dir", dir]);
+    assertEquals(bad.code, 2, bad.out);
+    assert(bad.out.includes("--test-hook-inject-nan") && bad.out.includes("STEP:TERM"), bad.out);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 });

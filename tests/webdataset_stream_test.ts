@@ -356,14 +356,8 @@ function rankProcesses(args: string[], log: string): Deno.ChildProcess[] {
   const port = String(freePort());
   return [0, 1].map((rank) =>
     new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-all", "--unstable-ffi", main, "train", ...args],
-      env: {
-        RANK: String(rank),
-        WORLD_SIZE: "2",
-        MASTER_ADDR: "127.0.0.1",
-        MASTER_PORT: port,
-        DETAILCLIP_SAMPLE_LOG: log,
-      },
+      args: ["run", "--allow-all", "--unstable-ffi", main, "train", ...args, "--test-hook-sample-log", log],
+      env: { RANK: String(rank), WORLD_SIZE: "2", MASTER_ADDR: "127.0.0.1", MASTER_PORT: port },
       stdin: "null",
       stdout: "piped",
       stderr: "piped",
@@ -378,7 +372,7 @@ async function runRanks(args: string[], log: string): Promise<string> {
   return out;
 }
 
-/** batch number → sample keys, per rank, from the DETAILCLIP_SAMPLE_LOG files (a later line for a batch wins). */
+/** batch number → sample keys, per rank, from the --test-hook-sample-log files (a later line for a batch wins). */
 function sampleLog(prefix: string): Map<number, string[]>[] {
   return [0, 1].map((rank) => {
     const out = new Map<number, string[]>();
@@ -585,8 +579,7 @@ Deno.test("wds stream train: pipe: shards, --dataset-resampled, stopped and resu
     ];
     const run = async (extra: string[], log: string): Promise<string> => {
       const result = await new Deno.Command(Deno.execPath(), {
-        args: ["run", "--allow-all", "--unstable-ffi", main, "train", ...extra],
-        env: { DETAILCLIP_SAMPLE_LOG: log },
+        args: ["run", "--allow-all", "--unstable-ffi", main, "train", ...extra, "--test-hook-sample-log", log],
         stdout: "piped",
         stderr: "piped",
       }).output();

@@ -55,6 +55,11 @@ export interface StreamingWebDatasetOptions extends FileSourceOptions {
   bufferSize?: number;
   rank: number;
   world: number;
+  /**
+   * For tests: a path prefix; each batch this rank reads appends one JSON line of its sample keys to PREFIX.rank<r>
+   * (the training CLI's hidden --test-hook-sample-log), so a test can see which samples a run read.
+   */
+  sampleLog?: string;
 }
 
 /** One worker's position, as saved in a checkpoint. */
@@ -425,8 +430,7 @@ export function streamingWebDatasetSource(options: StreamingWebDatasetOptions): 
   let expected: { epoch: number; index: number } | null = null;
   let pending: Planned | null = null;
   let last: string[] = [];
-  // Tests set DETAILCLIP_SAMPLE_LOG=PREFIX to see which samples a training run read: PREFIX.rank<r>, a JSON line a batch.
-  const sampleLog = Deno.env.get("DETAILCLIP_SAMPLE_LOG");
+  const sampleLog = options.sampleLog;
   const loader = nativeLoaderFor(options, views);
 
   const submit = (samples: StreamSample[], slots: number, into?: { u: Tensor; v: Tensor | null }) => {

@@ -93,6 +93,9 @@ export const TrainOptionsSchema = z.object({
   distBackend: z.enum(["gloo", "nccl"]).optional(),
   distTimeout: z.number().positive().default(1800),
   disableGradOverlap: z.boolean().default(false),
+  // Test hooks (src/train/test_hooks.ts): hidden --test-hook-* flags, never in --help and never saved in a checkpoint.
+  testHookInjectNan: z.string().regex(/^\d+(:\w+)?$/, "expected STEP:TERM or STEP:parameters").optional(),
+  testHookSampleLog: z.string().min(1).optional(),
 }).strict();
 
 /** Every training option, the CLI's flags as data (see TrainOptionsSchema for defaults). */
@@ -102,6 +105,8 @@ interface FlagSpec {
   key: keyof TrainOptions;
   kind: "string" | "number" | "boolean" | "pair";
   help: string;
+  /** A test hook: parsed like any flag, left out of --help. */
+  hidden?: true;
 }
 
 // Official spellings first; hyphenated aliases for the four loss weights.
@@ -241,6 +246,18 @@ const FLAGS: Record<string, FlagSpec> = {
     kind: "boolean",
     help: "all-reduce gradients after backward, not bucket by bucket during it",
   },
+  "test-hook-inject-nan": {
+    key: "testHookInjectNan",
+    kind: "string",
+    help: "tests: STEP:TERM poisons that loss term at that step; STEP:parameters a parameter after that step's update",
+    hidden: true,
+  },
+  "test-hook-sample-log": {
+    key: "testHookSampleLog",
+    kind: "string",
+    help: "tests: PREFIX; a streaming webdataset appends each batch's sample keys to PREFIX.rank<r>",
+    hidden: true,
+  },
 };
 const ALIASES: Record<string, string> = {
   "clip-loss-weight": "clip_loss_weight",
@@ -254,7 +271,7 @@ const ALIASES: Record<string, string> = {
 };
 
 export function trainHelp(): string {
-  const rows = Object.entries(FLAGS).map(([flag, spec]) => {
+  const rows = Object.entries(FLAGS).filter(([, spec]) => !spec.hidden).map(([flag, spec]) => {
     const value = spec.kind === "boolean" ? "" : spec.kind === "pair" ? " A B" : " X";
     return `  --${(flag + value).padEnd(28)} ${spec.help}`;
   });
