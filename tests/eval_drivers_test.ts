@@ -8,10 +8,19 @@ import { runEval } from "../cli/eval.ts";
 import { UsageError } from "../cli/usage_error.ts";
 import { SHAPES, syntheticSample } from "../src/data/synthetic.ts";
 import { runCatalog } from "../src/eval/catalog_run.ts";
-import type { DatasetError } from "../src/eval/datasets.ts";
+import { DatasetError } from "../src/eval/datasets.ts";
 import { evaluateCheckpoint } from "../src/eval/evaluation.ts";
 import { loadEvalModel } from "../src/eval/model.ts";
-import { fileLinearProbe, probeClasses, syntheticLinearProbe, syntheticSegProbe } from "../src/eval/probe_run.ts";
+import {
+  ade20kSegProbe,
+  fileLinearProbe,
+  probeClasses,
+  syntheticLinearProbe,
+  syntheticSegProbe,
+} from "../src/eval/probe_run.ts";
+import { loadClipEncoder } from "../src/eval/clip_encoder.ts";
+import { embedImageFiles, embedTexts } from "../src/eval/embeddings.ts";
+
 import { encodePng } from "../src/formats/png.ts";
 import { liveTensors } from "../src/torch/mod.ts";
 import { saveUntrainedCheckpoint } from "./eval_checkpoint.ts";
@@ -189,4 +198,85 @@ Deno.test("parseFlags: values, booleans, lists up to the next flag, and the comm
   usage(["--image", "--ema"], "--image needs at least one value");
   usage(["--ema=1"], "--ema takes no value");
   usage(["--out", "a", "--out", "b"], "--out is given twice", { once: true });
+});
+
+test("ade20kSegProbe: fits on the training pairs, scores the validation pairs, 150 classes, skips counted", () => {
+  const f = fixture();
+  const root = join(f.dir, "ade");
+  for (const [split, count] of [["training", 3], ["validation", 2]] as const) {
+    Deno.mkdirSync(join(root, "images", split), { recursive: true });
+    Deno.mkdirSync(join(root, "annotations", split), { recursive: true });
+    for (let i = 0; i < count; i++) {
+      const raw = 1 + ((i * 37) % 150); // one ADE20K class per image (raw labels 1..150; 0 is "other")
+      const rgb = new Uint8Array(SIZE * SIZE * 3).map((_, k) => (k % 3 === 0 ? raw : 255 - raw));
+      Deno.writeFileSync(join(root, "images", split, `${split}_${i}.png`), encodePng(SIZE, SIZE, rgb, "rgb"));
+      const labels = new Uint8Array(SIZE * SIZE).fill(raw);
+      Deno.writeFileSync(join(root, "annotations", split, `${split}_${i}.png`), encodePng(SIZE, SIZE, labels, "gray"));
+    }
+  }
+  const model = loadEvalModel(f.checkpoint);
+  try {
+    const report = ade20kSegProbe(model, root, { size: 2, trainSize: 3, batchSize: 2, device: "cpu" });
+    assertEquals([report.results.trainSize, report.results.testSize], [3, 2]);
+    assertEquals((report.results.classNames as string[]).length, 150);
+    assertEquals(report.results.skipped, { training: {}, validation: {} });
+    assert(report.table.includes("mIoU (150 classes)"), report.table);
+  } finally {
+    model.dispose();
+  }
+});
+
+test("embedImageFiles and embedTexts: unit rows in input order; an unreadable image is a DatasetError", () => {
+  const f = fixture();
+  const encoder = loadClipEncoder(f.checkpoint);
+  try {
+    const images: string[] = [];
+    for (const entry of Deno.readDirSync(join(f.dir, "folder/test"))) {
+      for (const file of Deno.readDirSync(join(f.dir, "folder/test", entry.name))) {
+        images.push(join(f.dir, "folder/test", entry.name, file.name));
+      }
+    }
+    const done: number[] = [];
+    const run = { batchSize: 5, device: "cpu" as const };
+    const imageEmbeds = embedImageFiles(encoder, images, { ...run, onProgress: (n) => done.push(n) });
+    const textEmbeds = embedTexts(encoder, ["a red circle", "two squares", "a star"], run);
+    try {
+      assertEquals(imageEmbeds.shape[0], N);
+      assertEquals(done, [5, 10, 12]);
+      assertEquals(textEmbeds.shape[0], 3);
+      for (const rows of [imageEmbeds, textEmbeds]) {
+        using norms = rows.norm(2, -1); // (rows)
+        for (const norm of norms.toArray() as number[]) assert(Math.abs(norm - 1) < 1e-5, `row norm ${norm}`);
+      }
+      // The same image alone gives the same row: batches do not mix.
+      const alone = embedImageFiles(encoder, [images[7]], run);
+      try {
+        const e = alone.shape[1], row = alone.toArray() as number[]; // (1, E), flat
+        const all = imageEmbeds.toArray() as number[]; // (N, E), flat
+        assert(row.every((v, k) => Math.abs(v - all[7 * e + k]) < 1e-5), "row 7 alone differs");
+      } finally {
+        alone.dispose();
+      }
+    } finally {
+      imageEmbeds.dispose();
+      textEmbeds.dispose();
+    }
+    Deno.writeTextFileSync(join(f.dir, "bad.png"), "not a png");
+    assertThrows(() => embedImageFiles(encoder, [images[0], join(f.dir, "bad.png")], run), DatasetError, [
+      "1 of 2 images",
+    ]);
+  } finally {
+    encoder.dispose();
+  }
+});
+
+Deno.test("no file in cli/ walks argv itself: flags are read by node:util parseArgs or cli/args.ts", () => {
+  const dir = new URL("../cli/", import.meta.url);
+  for (const entry of Deno.readDirSync(dir)) {
+    if (!entry.name.endsWith(".ts") || entry.name === "args.ts") continue;
+    const text = Deno.readTextFileSync(new URL(entry.name, dir));
+    // The shapes of a hand-rolled reader: a local parseArgs, or a loop reading the value after a flag.
+    assert(!/function parseArgs\b/.test(text), `cli/${entry.name} defines its own parseArgs`);
+    assert(!/\b(args|rest|argv)\[(i \+ 1|\+\+i)\]/.test(text), `cli/${entry.name} reads a flag's value by index`);
+  }
 });
