@@ -14,8 +14,6 @@ import { parseDevice, requireDevice } from "../src/torch/device.ts";
 import { MAX_THREADS } from "../src/train/options.ts";
 import { type Flags, integerFlag, parseFlags } from "./args.ts";
 
-export { formatColumns, formatTable } from "../src/eval/report_table.ts";
-
 const kinds = Object.entries(FILE_DATASET_KINDS)
   .map(([kind, [value, what]]) => `      ${`${kind}:${value}`.padEnd(22)} ${what}`)
   .join("\n");
