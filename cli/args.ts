@@ -38,20 +38,21 @@ export function parseFlags(args: string[], spec: FlagSpec): Flags {
   const unknown = (what: string): UsageError =>
     new UsageError(`unknown option '${what}'${spec.help === undefined ? "" : `\n\n${spec.help}`}`);
   const flags: Flags = { values: new Map(), booleans: new Set(), lists: new Map() };
-  let list: string[] | undefined; // the list flag that positionals extend
+  let list: string[] | undefined; // the list flag that the arguments after it extend
+  let listed = -1; // the index in `args` of the last list value (a "-xy" argument comes back as two tokens)
   for (const token of tokens) {
-    if (token.kind === "positional") {
-      if (list === undefined) throw unknown(token.value);
-      list.push(token.value);
+    // A list takes every argument up to the next "--flag", as it always has: "-1", "- a caption" included.
+    const raw = args[token.index];
+    if (list !== undefined && !raw.startsWith("--")) {
+      if (token.index !== listed) list.push(raw);
+      listed = token.index;
       continue;
     }
     list = undefined;
-    if (token.kind === "option-terminator") throw unknown("--");
-    if (spec.help !== undefined && (token.rawName === "--help" || token.rawName === "-h")) {
-      throw new UsageError(spec.help);
-    }
+    if (token.kind === "positional" || token.kind === "option-terminator") throw unknown(raw);
+    if (spec.help !== undefined && (raw === "--help" || raw === "-h")) throw new UsageError(spec.help);
     const flag = `--${token.name}`;
-    if (token.rawName !== flag) throw unknown(token.rawName);
+    if (token.rawName !== flag) throw unknown(raw);
     if (spec.booleans?.includes(flag)) {
       if (token.value !== undefined) throw new UsageError(`${flag} takes no value`);
       flags.booleans.add(flag);
@@ -62,6 +63,7 @@ export function parseFlags(args: string[], spec: FlagSpec): Flags {
       list = flags.lists.get(flag) ?? [];
       flags.lists.set(flag, list);
       list.push(token.value);
+      listed = token.inlineValue ? token.index : token.index + 1;
     } else if (spec.values?.includes(flag)) {
       if (token.value === undefined || (!token.inlineValue && token.value.startsWith("--"))) {
         throw new UsageError(`${flag} needs a value`);
@@ -69,7 +71,7 @@ export function parseFlags(args: string[], spec: FlagSpec): Flags {
       if (spec.once && flags.values.has(flag)) throw new UsageError(`${flag} is given twice`);
       flags.values.set(flag, token.value);
     } else {
-      throw unknown(token.rawName);
+      throw unknown(raw);
     }
   }
   return flags;

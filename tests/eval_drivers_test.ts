@@ -181,6 +181,9 @@ Deno.test("parseFlags: values, booleans, lists up to the next flag, and the comm
   const spec = { values: ["--out", "--size"], booleans: ["--ema"], lists: ["--image"] };
   const flags = parseFlags(["--image", "a", "b", "--ema", "--size", "-1", "--out=x", "--image", "c"], spec);
   assertEquals(flags.lists.get("--image"), ["a", "b", "c"]);
+  const dashes = parseFlags(["--image", "-1", "- a caption", "-xy", "--ema"], spec);
+  assertEquals(dashes.lists.get("--image"), ["-1", "- a caption", "-xy"], "a list runs to the next --flag");
+  assert(dashes.booleans.has("--ema"), "--ema after a list");
   assertEquals([flags.values.get("--size"), flags.values.get("--out")], ["-1", "x"]);
   assert(flags.booleans.has("--ema"), "--ema set");
   assertEquals(parseFlags(["--out", "a", "--out", "b"], spec).values.get("--out"), "b", "the last one counts");
@@ -193,6 +196,9 @@ Deno.test("parseFlags: values, booleans, lists up to the next flag, and the comm
   usage(["--help"], "HELP", { help: "HELP" });
   usage(["stray"], "unknown option 'stray'");
   usage(["-x"], "unknown option '-x'");
+  usage(["-xy"], "unknown option '-xy'");
+  usage(["--nope=1"], "unknown option '--nope=1'");
+  usage(["--"], "unknown option '--'");
   usage(["--out"], "--out needs a value");
   usage(["--out", "--ema"], "--out needs a value");
   usage(["--image", "--ema"], "--image needs at least one value");
