@@ -175,6 +175,11 @@ test("evaluateCheckpoint gives the numbers `deno task eval` writes to --out", ()
   const written = JSON.parse(Deno.readTextFileSync(out)).results;
   assertEquals(written, JSON.parse(JSON.stringify(report.results, (_k, v) => (Number.isNaN(v) ? null : v))));
   assertThrows(() => evaluateCheckpoint({ ...request, dataset: "synthetic-nowhere" }), Error, ["synthetic-nowhere"]);
+  // Combinations the CLI refuses as usage errors are refused here too, before the model loads.
+  assertThrows(() => evaluateCheckpoint({ ...request, dataset: "ade20k:/x" }), DatasetError, ["segprobe only"]);
+  const csv = { ...request, task: "segprobe" as const, dataset: `csv:${f.csv}` };
+  assertThrows(() => evaluateCheckpoint(csv), DatasetError, ["per-pixel labels"]);
+  assertThrows(() => evaluateCheckpoint({ ...request, task: "probe", catalog: "c.json" }), DatasetError, ["zeroshot"]);
 });
 
 Deno.test("parseFlags: values, booleans, lists up to the next flag, and the commands' usual messages", () => {

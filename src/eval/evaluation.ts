@@ -82,6 +82,12 @@ export function evaluateCheckpoint(request: EvalRequest): EvalReport {
   const spec = parseDatasetSpec(dataset);
   const adeRoot = ade20kRootOf(dataset);
   if (spec === null && adeRoot === null && request.catalog === undefined) syntheticSplitOf(dataset); // before loading
+  // The CLI refuses these combinations as usage errors; a library caller learns of them before the model loads.
+  if (request.catalog !== undefined && request.task !== "zeroshot") throw new DatasetError("a catalog is for zeroshot");
+  if (adeRoot !== null && request.task !== "segprobe") throw new DatasetError(`${dataset} is for segprobe only`);
+  if (spec !== null && request.task === "segprobe") {
+    throw new DatasetError(`segprobe needs per-pixel labels (synthetic or ade20k:ROOT), not ${dataset}`);
+  }
   // Official .pt checkpoints carry no tokenizer (bpe) and may need a preset other than their args.model (model).
   const modelOptions: LoadEvalModelOptions = {
     ema: request.ema ?? false,
