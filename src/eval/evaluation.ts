@@ -85,6 +85,12 @@ export function evaluateCheckpoint(request: EvalRequest): EvalReport {
   // The CLI refuses these combinations as usage errors; a library caller learns of them before the model loads.
   if (request.catalog !== undefined && request.task !== "zeroshot") throw new DatasetError("a catalog is for zeroshot");
   if (adeRoot !== null && request.task !== "segprobe") throw new DatasetError(`${dataset} is for segprobe only`);
+  if (request.catalog !== undefined && (request.labels === undefined || request.templates === undefined)) {
+    throw new DatasetError("a catalog needs labels.json and templates.json");
+  }
+  if (spec !== null && request.task === "probe" && request.trainDataset === undefined) {
+    throw new DatasetError(`a probe on ${dataset} needs a train dataset (trainDataset)`);
+  }
   if (spec !== null && request.task === "segprobe") {
     throw new DatasetError(`segprobe needs per-pixel labels (synthetic or ade20k:ROOT), not ${dataset}`);
   }
@@ -117,14 +123,11 @@ function evaluateModel(
     failed: 0,
   });
   if (request.catalog !== undefined) {
-    if (request.labels === undefined || request.templates === undefined) {
-      throw new DatasetError("a catalog needs labels.json and templates.json");
-    }
     return runCatalog(model, {
       ...run,
       catalog: request.catalog,
-      labels: request.labels,
-      templates: request.templates,
+      labels: request.labels!,
+      templates: request.templates!,
       datasets: request.datasets,
       root: request.files?.root,
       threads: request.threads,
@@ -137,11 +140,10 @@ function evaluateModel(
   const files = { ...request.files, threads: request.threads };
   if (request.task === "probe") {
     if (spec === null) return probe(syntheticLinearProbe(model, { ...run, split, size, trainSize }));
-    if (request.trainDataset === undefined) throw new DatasetError("a probe on a file dataset needs a train dataset");
     // Class names (labels/key) let label columns hold names; the probe itself needs only indices.
     const classNames = zeroShotPrompts(request, spec.kind)?.classNames;
     return probe(
-      fileLinearProbe(model, request.trainDataset, request.dataset, { ...run, files: { ...files, classNames } }),
+      fileLinearProbe(model, request.trainDataset!, request.dataset, { ...run, files: { ...files, classNames } }),
     );
   }
   if (request.task === "segprobe") return probe(syntheticSegProbe(model, { ...run, split, size, trainSize }));
