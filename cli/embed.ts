@@ -5,17 +5,18 @@
 // (Resize + CenterCrop to the model's size, bilinear) with the normalisation the weights were trained with; an image
 // that does not decode is an error naming it rather than a silently missing row.
 import { dirname, isAbsolute, join } from "node:path";
-import { SkipCounter } from "../src/data/loader.ts";
 import { type ClipEncoder, loadClipEncoder } from "../src/eval/clip_encoder.ts";
 import { ClipWeightsError } from "../src/checkpoint/clip_weights.ts";
 import { DatasetError } from "../src/eval/datasets.ts";
-import { fileEvalDataset } from "../src/eval/file_datasets.ts";
+import { embedImageFiles, embedTexts } from "../src/eval/embeddings.ts";
 import { EvalModelError } from "../src/eval/model.ts";
 import { type NamedInput, outputOverInputProblem } from "../src/fs/same_file.ts";
 import { CheckpointError } from "../src/checkpoint/checkpoint.ts";
-import { cat, type Device, F, noGrad, Tensor, tidy } from "../src/torch/mod.ts";
+import { type Device, Tensor } from "../src/torch/mod.ts";
 import { writeSafeTensors } from "../src/torch/io.ts";
 import { UsageError } from "./usage_error.ts";
+import { parseFlags } from "./args.ts";
+import { parseDevice, requireDevice } from "../src/torch/device.ts";
 
 const HELP = `usage: deno task embed --checkpoint P (--image F... | --images LIST) (--text T... | --texts FILE) --out F
 
@@ -47,8 +48,6 @@ interface EmbedArgs {
   out: string;
 }
 
-const SINGLE = ["--checkpoint", "--model", "--images", "--texts", "--bpe", "--batch-size", "--device", "--out"];
-
 function readLines(path: string, flag: string): string[] {
   let text: string;
   try {
@@ -59,31 +58,18 @@ function readLines(path: string, flag: string): string[] {
   return text.split(/\r?\n/).filter((line) => line.trim() !== "");
 }
 
-function parseArgs(args: string[]): EmbedArgs {
-  const values = new Map<string, string>();
-  const images: string[] = [];
-  const texts: string[] = [];
-  let ema = false;
-  for (let i = 0; i < args.length; i++) {
-    const flag = args[i];
-    if (flag === "--help" || flag === "-h") throw new UsageError(HELP);
-    if (flag === "--ema") {
-      ema = true;
-    } else if (flag === "--image" || flag === "--text") {
-      const into = flag === "--image" ? images : texts;
-      const start = into.length;
-      while (i + 1 < args.length && !args[i + 1].startsWith("--")) into.push(args[++i]);
-      if (into.length === start) throw new UsageError(`${flag} needs at least one value`);
-    } else if (SINGLE.includes(flag)) {
-      const value = args[i + 1];
-      if (value === undefined || value.startsWith("--")) throw new UsageError(`${flag} needs a value`);
-      if (values.has(flag)) throw new UsageError(`${flag} is given twice`);
-      values.set(flag, value);
-      i += 1;
-    } else {
-      throw new UsageError(`unknown option '${flag}'\n\n${HELP}`);
-    }
-  }
+function readEmbedArgs(args: string[]): EmbedArgs {
+  const flags = parseFlags(args, {
+    values: ["--checkpoint", "--model", "--images", "--texts", "--bpe", "--batch-size", "--device", "--out"],
+    booleans: ["--ema"],
+    lists: ["--image", "--text"],
+    once: true,
+    help: HELP,
+  });
+  const values = flags.values;
+  const images = flags.lists.get("--image") ?? [];
+  const texts = flags.lists.get("--text") ?? [];
+  const ema = flags.booleans.has("--ema");
   const checkpoint = values.get("--checkpoint");
   if (checkpoint === undefined) throw new UsageError(`--checkpoint is required\n\n${HELP}`);
   const out = values.get("--out");
@@ -106,6 +92,8 @@ function parseArgs(args: string[]): EmbedArgs {
   if (!Number.isInteger(batchSize) || batchSize < 1) {
     throw new UsageError(`--batch-size must be a positive integer, got '${rawBatch}'`);
   }
+  const device = parseDevice(values.get("--device") ?? "cpu");
+  requireDevice(device);
   const inputs: NamedInput[] = [];
   for (const flag of ["--checkpoint", "--bpe", "--images", "--texts"]) {
     if (values.has(flag)) inputs.push({ flag, path: values.get(flag)! });
@@ -121,7 +109,7 @@ function parseArgs(args: string[]): EmbedArgs {
     images,
     texts,
     batchSize,
-    device: (values.get("--device") ?? "cpu") as Device,
+    device,
     out,
   };
 }
@@ -145,56 +133,8 @@ function progress(what: string, total: number): (done: number) => void {
   };
 }
 
-/** (N, E) L2-normalised image embeddings in the order of `paths`. */
-function embedImages(encoder: ClipEncoder, paths: string[], args: EmbedArgs): Tensor {
-  const dataset = fileEvalDataset({
-    name: "--image",
-    items: paths.map((path) => ({ image: { path } })),
-    indexSkips: new SkipCounter(),
-  }, { imageSize: encoder.imageSize, normalize: encoder.normalize });
-  const parts: Tensor[] = [];
-  const report = progress("images", paths.length);
-  let done = 0;
-  try {
-    for (const batch of dataset.batches(args.batchSize, args.device)) {
-      using images = batch.images;
-      parts.push(noGrad(() => tidy(() => F.normalize(encoder.encodeImage(images), { dim: -1 })).keep()));
-      done += images.size(0);
-      report(done);
-    }
-    const skipped = dataset.skipped?.() ?? {};
-    if (done !== paths.length) {
-      throw new DatasetError(
-        `${paths.length - done} of ${paths.length} images could not be read (${JSON.stringify(skipped)}); ` +
-          "every input must embed so that rows line up with the inputs",
-      );
-    }
-    return tidy(() => cat(parts, 0)).keep(); // (N, E)
-  } finally {
-    for (const part of parts) part.dispose();
-  }
-}
-
-/** (M, E) L2-normalised text embeddings in the order of `texts`. */
-function embedTexts(encoder: ClipEncoder, texts: string[], args: EmbedArgs): Tensor {
-  const parts: Tensor[] = [];
-  const report = progress("texts", texts.length);
-  try {
-    for (let start = 0; start < texts.length; start += args.batchSize) {
-      const chunk = texts.slice(start, start + args.batchSize);
-      parts.push(
-        noGrad(() => tidy(() => F.normalize(encoder.encodeText(encoder.tokenize(chunk)), { dim: -1 })).keep()),
-      );
-      report(start + chunk.length);
-    }
-    return tidy(() => cat(parts, 0)).keep(); // (M, E)
-  } finally {
-    for (const part of parts) part.dispose();
-  }
-}
-
 export function main(argv: string[]): Promise<number> {
-  return Promise.resolve(embed(parseArgs(argv)));
+  return Promise.resolve(embed(readEmbedArgs(argv)));
 }
 
 function embed(args: EmbedArgs): number {
@@ -216,8 +156,17 @@ function embed(args: EmbedArgs): number {
   const outputs = new Map<string, Tensor>();
   try {
     console.error(`embed: ${encoder.description}`);
-    if (args.texts.length > 0) outputs.set("text_embeds", embedTexts(encoder, args.texts, args));
-    if (args.images.length > 0) outputs.set("image_embeds", embedImages(encoder, args.images, args));
+    const run = { batchSize: args.batchSize, device: args.device };
+    if (args.texts.length > 0) {
+      outputs.set(
+        "text_embeds",
+        embedTexts(encoder, args.texts, { ...run, onProgress: progress("texts", args.texts.length) }),
+      );
+    }
+    if (args.images.length > 0) {
+      const onProgress = progress("images", args.images.length);
+      outputs.set("image_embeds", embedImageFiles(encoder, args.images, { ...run, onProgress }));
+    }
     outputs.set("logit_scale", Tensor.scalar(encoder.logitScale()));
     writeSafeTensors(args.out, outputs, {
       checkpoint: args.checkpoint,

@@ -5,14 +5,11 @@
 // `.pt` (the extract_backbone_weights.py use case). safetensors by default: every framework reads it without
 // unpickling; `.pt` is written by libtorch's pickler, so Python's torch.load (and timm/mmseg tooling that expects it)
 // reads it.
-import { CheckpointError } from "../src/checkpoint/checkpoint.ts";
-import { backboneTensors, readCheckpointTensors } from "../src/checkpoint/backbone.ts";
-import { writeSafeTensors } from "../src/torch/mod.ts";
-import { savePt } from "../src/torch/pt_file.ts";
-import { UsageError } from "./usage_error.ts";
+import { exportBackbone } from "../src/checkpoint/backbone.ts";
 import { outputOverInputProblem } from "../src/fs/same_file.ts";
-import { WriteError } from "../src/fs/write_error.ts";
+import { parseFlags } from "./args.ts";
 import { checkOutputFile } from "./output_paths.ts";
+import { UsageError } from "./usage_error.ts";
 
 const HELP = `usage: deno task export backbone --checkpoint P [--teacher] --out X.safetensors|X.pt
 
@@ -28,50 +25,17 @@ export function runExport(args: string[]): number {
     return what === undefined ? 2 : 0;
   }
   if (what !== "backbone") throw new UsageError(`unknown export '${what}' (known: backbone)\n\n${HELP}`);
-  let checkpoint: string | undefined, out: string | undefined, teacher = false;
-  for (let i = 0; i < rest.length; i++) {
-    const flag = rest[i];
-    if (flag === "--teacher") {
-      teacher = true;
-    } else if (flag === "--checkpoint" || flag === "--out") {
-      const value = rest[++i];
-      if (value === undefined) throw new UsageError(`${flag} needs a value`);
-      if (flag === "--checkpoint") checkpoint = value;
-      else out = value;
-    } else {
-      throw new UsageError(`unknown option '${flag}'`);
-    }
-  }
+  const flags = parseFlags(rest, { values: ["--checkpoint", "--out"], booleans: ["--teacher"] });
+  const checkpoint = flags.values.get("--checkpoint"), out = flags.values.get("--out");
   if (checkpoint === undefined || out === undefined) throw new UsageError("--checkpoint and --out are required");
   checkOutputFile(out, "--out"); // before the checkpoint is read
   const overInput = outputOverInputProblem("--out", out, [{ flag: "--checkpoint", path: checkpoint }]);
   if (overInput !== null) throw new UsageError(overInput);
   // An unreadable checkpoint (status 6) or a failed write (status 7) ends in cli/errors.ts with one line.
-  const { tensors, kind } = readCheckpointTensors(checkpoint, teacher);
-  try {
-    const backbone = backboneTensors(tensors, teacher);
-    if (backbone.size === 0) {
-      throw new CheckpointError(
-        checkpoint,
-        "invalid-state",
-        `no ${teacher ? "visual_ema" : "visual"} tensors (${kind})`,
-      );
-    }
-    try {
-      if (/\.(pt|pth)$/i.test(out)) savePt(out, backbone);
-      else {writeSafeTensors(out, backbone, {
-          format: "pt",
-          source: checkpoint,
-          tower: teacher ? "visual_ema" : "visual",
-        });}
-    } catch (error) {
-      throw new WriteError(out, error);
-    }
-    console.log(`wrote ${out}: ${backbone.size} tensors (${teacher ? "teacher" : "student"} backbone)`);
-    return 0;
-  } finally {
-    for (const t of tensors.values()) t.dispose();
-  }
+  const teacher = flags.booleans.has("--teacher");
+  const exported = exportBackbone(checkpoint, out, { teacher });
+  console.log(`wrote ${out}: ${exported.tensors} tensors (${teacher ? "teacher" : "student"} backbone)`);
+  return 0;
 }
 
 export function main(args: string[]): Promise<number> {

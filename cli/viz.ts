@@ -11,6 +11,7 @@ import { parseDevice, requireDevice } from "../src/torch/device.ts";
 import { readEvalImage, teacherSelection, unnormalize } from "../src/viz/teacher_tokens.ts";
 import { drawTokenMap } from "../src/viz/token_map.ts";
 import { UsageError } from "./usage_error.ts";
+import { parseFlags } from "./args.ts";
 import { reportFailure } from "./errors.ts";
 import { checkOutputFile } from "./output_paths.ts";
 import { writeFileAtomic } from "../src/fs/atomic_write.ts";
@@ -37,18 +38,12 @@ interface VizArgs {
   device: Device;
 }
 
-function parseArgs(rest: string[]): VizArgs {
-  const values = new Map<string, string>();
-  for (let i = 0; i < rest.length; i++) {
-    const flag = rest[i];
-    if (!["--checkpoint", "--image", "--out", "--mask-ratio", "--device"].includes(flag)) {
-      throw new UsageError(`unknown option '${flag}'\n\n${HELP}`);
-    }
-    const value = rest[i + 1];
-    if (value === undefined || value.startsWith("--")) throw new UsageError(`${flag} needs a value`);
-    values.set(flag, value);
-    i += 1;
-  }
+function readVizArgs(rest: string[]): VizArgs {
+  const flags = parseFlags(rest, {
+    values: ["--checkpoint", "--image", "--out", "--mask-ratio", "--device"],
+    help: HELP,
+  });
+  const values = flags.values;
   const missing = ["--checkpoint", "--image", "--out"].filter((flag) => !values.has(flag));
   if (missing.length > 0) throw new UsageError(`${missing.join(", ")} ${missing.length > 1 ? "are" : "is"} required`);
   let maskRatio: number | undefined;
@@ -114,7 +109,7 @@ export function runViz(args: string[]): number {
     return what === undefined ? 2 : 0;
   }
   if (what !== "tokens") throw new UsageError(`unknown picture '${what}' (known: tokens)\n\n${HELP}`);
-  const parsed = parseArgs(rest);
+  const parsed = readVizArgs(rest);
   checkOutputFile(parsed.out, "--out"); // before the checkpoint is loaded
   try {
     return tokens(parsed);

@@ -2,7 +2,8 @@
 // extract_backbone_weights.py writes (docs/evaluation.md#backbone-export): the `visual.` (student) or `visual_ema.`
 // (teacher) keys with the prefix stripped. The checkpoint is one of ours or an official `.pt`. safetensors by default
 // (no unpickling to read it); `.pt`/`.pth` through libtorch's pickler, for tooling that expects torch.load.
-import { loadCheckpoint } from "./checkpoint.ts";
+import { CheckpointError, loadCheckpoint } from "./checkpoint.ts";
+import { WriteError } from "../fs/write_error.ts";
 import { isTorchCheckpoint, OfficialCheckpointError, openOfficialCheckpoint } from "./official_checkpoint.ts";
 import { describeNonFinite, nonFiniteTensors } from "./finite.ts";
 import { type Tensor, writeSafeTensors } from "../torch/mod.ts";
@@ -57,7 +58,8 @@ export interface ExportedBackbone {
 /**
  * Writes the student (or, with `teacher`, the EMA) backbone of checkpoint `path` to `out` with timm key names:
  * safetensors, or a torch.save file when `out` ends in .pt or .pth. Throws CheckpointError, OfficialCheckpointError
- * or PtFileError for an unreadable input, and OfficialCheckpointError when it holds no such tower.
+ * or PtFileError for an unreadable input, CheckpointError (invalid-state) when it holds no such tower, and
+ * WriteError naming `out` when the file cannot be written.
  */
 export function exportBackbone(path: string, out: string, options: { teacher?: boolean } = {}): ExportedBackbone {
   const teacher = options.teacher ?? false;
@@ -65,10 +67,14 @@ export function exportBackbone(path: string, out: string, options: { teacher?: b
   try {
     const backbone = backboneTensors(tensors, teacher);
     if (backbone.size === 0) {
-      throw new OfficialCheckpointError(path, `no ${teacher ? "visual_ema" : "visual"} tensors (${kind})`);
+      throw new CheckpointError(path, "invalid-state", `no ${teacher ? "visual_ema" : "visual"} tensors (${kind})`);
     }
-    if (/\.(pt|pth)$/i.test(out)) savePt(out, backbone);
-    else writeSafeTensors(out, backbone, { format: "pt", source: path, tower: teacher ? "visual_ema" : "visual" });
+    try {
+      if (/\.(pt|pth)$/i.test(out)) savePt(out, backbone);
+      else writeSafeTensors(out, backbone, { format: "pt", source: path, tower: teacher ? "visual_ema" : "visual" });
+    } catch (error) {
+      throw new WriteError(out, error);
+    }
     return { tensors: backbone.size, kind };
   } finally {
     for (const t of tensors.values()) t.dispose();

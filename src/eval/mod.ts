@@ -24,3 +24,22 @@ export {
   segmentationProbe,
   type SegProbeResult,
 } from "./probe.ts";
+export { embedImageFiles, type EmbedOptions, embedTexts } from "./embeddings.ts";
+export {
+  EVAL_TASKS,
+  type EvalReport,
+  type EvalRequest,
+  type EvalTask,
+  evaluateCheckpoint,
+  type FileDatasetFlags,
+} from "./evaluation.ts";
+export { type CatalogReport, type CatalogRunOptions, type PlotSink, runCatalog } from "./catalog_run.ts";
+export {
+  ade20kSegProbe,
+  fileLinearProbe,
+  probeClasses,
+  type ProbeReport,
+  syntheticLinearProbe,
+  type SyntheticProbeOptions,
+  syntheticSegProbe,
+} from "./probe_run.ts";
