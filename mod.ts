@@ -122,12 +122,14 @@ export {
   type TrainSummary,
 } from "./src/train/mod.ts";
 
-// Evaluation (src/eval): a checkpoint as an encoder, eval preprocessing, zero-shot, retrieval, linear probe.
+// Evaluation (src/eval): a checkpoint as an encoder, eval preprocessing, zero-shot, retrieval, linear probe, one
+// evaluation of a checkpoint as `deno task eval` runs it, the official suite.
 export {
   type ClipEncoder,
   DatasetError,
   type EvalModel,
   EvalModelError,
+  evaluateCheckpoint,
   extractFeatures,
   linearProbe,
   type LinearProbeResult,
@@ -136,6 +138,7 @@ export {
   loadEvalModel,
   retrievalRecall,
   type RetrievalResult,
+  runCatalog,
   zeroShotClassifier,
   zeroShotMetrics,
   type ZeroShotResult,

@@ -6,12 +6,8 @@
 // that does not decode is an error naming it rather than a silently missing row.
 import { dirname, isAbsolute, join } from "node:path";
 import { type ClipEncoder, loadClipEncoder } from "../src/eval/clip_encoder.ts";
-import { ClipWeightsError } from "../src/checkpoint/clip_weights.ts";
-import { DatasetError } from "../src/eval/datasets.ts";
 import { embedImageFiles, embedTexts } from "../src/eval/embeddings.ts";
-import { EvalModelError } from "../src/eval/model.ts";
 import { type NamedInput, outputOverInputProblem } from "../src/fs/same_file.ts";
-import { CheckpointError } from "../src/checkpoint/checkpoint.ts";
 import { type Device, Tensor } from "../src/torch/mod.ts";
 import { writeSafeTensors } from "../src/torch/io.ts";
 import { UsageError } from "./usage_error.ts";
@@ -138,21 +134,14 @@ export function main(argv: string[]): Promise<number> {
 }
 
 function embed(args: EmbedArgs): number {
-  let encoder: ClipEncoder;
-  try {
-    encoder = loadClipEncoder(args.checkpoint, {
-      model: args.model,
-      bpe: args.bpe,
-      device: args.device,
-      ema: args.ema,
-    });
-  } catch (error) {
-    if (error instanceof ClipWeightsError || error instanceof EvalModelError || error instanceof CheckpointError) {
-      console.error(`detailclip embed: ${error.message}`);
-      return 1;
-    }
-    throw error;
-  }
+  // A checkpoint that cannot be read (status 6), an image that does not decode (5) or a failed write (7) ends in the
+  // boundary of cli/errors.ts with one line.
+  const encoder: ClipEncoder = loadClipEncoder(args.checkpoint, {
+    model: args.model,
+    bpe: args.bpe,
+    device: args.device,
+    ema: args.ema,
+  });
   const outputs = new Map<string, Tensor>();
   try {
     console.error(`embed: ${encoder.description}`);
@@ -176,12 +165,6 @@ function embed(args: EmbedArgs): number {
     });
     console.error(`embed: wrote ${args.out}`);
     return 0;
-  } catch (error) {
-    if (error instanceof EvalModelError || error instanceof DatasetError) {
-      console.error(`detailclip embed: ${error.message}`);
-      return 1;
-    }
-    throw error;
   } finally {
     for (const t of outputs.values()) t.dispose();
     encoder.dispose();

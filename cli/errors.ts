@@ -20,6 +20,7 @@ import { SafeTensorsError } from "../src/torch/io.ts";
 import { NativeLibraryError } from "../src/torch/lib.ts";
 import { PtFileError } from "../src/torch/pt_file.ts";
 import { CheckpointError } from "../src/checkpoint/checkpoint.ts";
+import { ClipWeightsError } from "../src/checkpoint/clip_weights.ts";
 import { NonFiniteLossError, NonFiniteStateError } from "../src/train/loop.ts";
 import { OfficialCheckpointError } from "../src/checkpoint/official_checkpoint.ts";
 import { OptionError } from "../src/train/options.ts";
@@ -120,7 +121,8 @@ export function classify(error: unknown, command: string): Failure | null {
   }
   if (
     error instanceof CheckpointError || error instanceof SafeTensorsError || error instanceof PtFileError ||
-    error instanceof OfficialCheckpointError || error instanceof StateDictError || error instanceof EvalModelError
+    error instanceof OfficialCheckpointError || error instanceof StateDictError || error instanceof EvalModelError ||
+    error instanceof ClipWeightsError
   ) {
     return { status: disk ? EXIT.io : EXIT.checkpoint, message, hint: disk ? diskHint : undefined };
   }

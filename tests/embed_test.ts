@@ -3,6 +3,7 @@
 // Debian's python3-torch) must give identical image embeddings; an open_clip-made TorchScript archive (OpenAI's
 // container, tests/openclip_fixtures.py) must give open_clip's own text embeddings for the same captions through our
 // tokenizer and OpenAI's vocabulary. Rows are L2-normalised and in input order; an unreadable image is an error.
+import { describeFailure, EXIT } from "../cli/errors.ts";
 import { existsSync } from "node:fs";
 import { main as embedMain } from "../cli/embed.ts";
 import { main as evalMain } from "../cli/eval.ts";
@@ -137,10 +138,18 @@ Deno.test({
       }
       // An image that does not decode is an error, not a missing row; bad options are usage errors.
       Deno.writeTextFileSync(`${dir}/bad.png`, "not a png");
-      assertEquals(
-        await embed(["--checkpoint", ours, "--image", images[0], `${dir}/bad.png`, "--out", `${dir}/c.st`]),
-        1,
-      );
+      // (the command throws; cli/errors.ts makes that one line and the data status)
+      const unreadable = await embed([
+        "--checkpoint",
+        ours,
+        "--image",
+        images[0],
+        `${dir}/bad.png`,
+        "--out",
+        `${dir}/c.st`,
+      ])
+        .then(() => null, (error) => error);
+      assertEquals(describeFailure("embed", unreadable).status, EXIT.data);
       assert(!existsSync(`${dir}/c.st`), "an output was written despite an unreadable image");
       let usage = "";
       try {

@@ -242,6 +242,27 @@ Deno.test({
       ]);
       assert(!error.message.includes("\n"), `not one line: ${error.message}`);
       assert(!isOpenClipWeights(`${dir}/hostile.pt`), "a hostile file was taken for OpenCLIP weights");
+      // Through the CLI as a user runs it: one line, the checkpoint status, nothing written, nothing run.
+      for (const command of [["embed", "--text", "a cat", "--out", `${dir}/e.safetensors`], ["eval", "zeroshot"]]) {
+        const run = new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "--allow-all",
+            "--unstable-ffi",
+            new URL("../cli/main.ts", import.meta.url).pathname,
+            ...command,
+            "--checkpoint",
+            `${dir}/hostile.pt`,
+          ],
+          stdout: "piped",
+          stderr: "piped",
+        }).outputSync();
+        const stderr = new TextDecoder().decode(run.stderr).trim();
+        assertEquals(run.code, 6, `${command[0]}: ${stderr}`);
+        assert(!stderr.includes("\n") && stderr.startsWith(`detailclip ${command[0]}: `), stderr);
+        assert(stderr.includes("hostile.pt"), stderr);
+      }
+      assert(!existsSync(`${dir}/e.safetensors`), "embed wrote an output");
       assert(!existsSync(marker), "the hostile pickle's command ran");
     } finally {
       Deno.removeSync(dir, { recursive: true });
