@@ -5,6 +5,7 @@ import { requireRegularFile } from "../src/fs/input_file.ts";
 import { requireDevice } from "../src/torch/device.ts";
 import type { Device } from "../src/torch/dtype.ts";
 import { CheckpointError } from "../src/checkpoint/checkpoint.ts";
+import { autocastUnsupported } from "../src/train/amp.ts";
 import type { TrainOptions } from "../src/train/options.ts";
 import { UsageError } from "./usage_error.ts";
 import { checkOutputDir } from "./output_paths.ts";
@@ -13,7 +14,9 @@ import { checkOutputDir } from "./output_paths.ts";
 export function preflightTrain(options: TrainOptions, warn: (line: string) => void = console.error): void {
   const device = options.device as Device;
   const precision = options.disableAmp ? "fp32" : options.precision;
-  if (precision === "fp16" && device === "cpu") {
+  // libtorch 1.13's CPU autocast runs bf16 only; 2.x also autocasts the CPU to fp16 (slowly: it is how the CUDA build's
+  // fp16 loop is exercised without a GPU, tools/check_cuda_build.sh). Asked of the libtorch loaded, not assumed.
+  if (precision === "fp16" && device === "cpu" && autocastUnsupported("cpu", "fp16") !== null) {
     throw new UsageError(
       "--precision fp16 needs a CUDA device (--device cuda); the CPU's autocast runs bf16 only: use --precision bf16 " +
         "or fp32",
