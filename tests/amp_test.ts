@@ -6,8 +6,8 @@ import { AdamW } from "../src/train/optimizer.ts";
 import { autocastUnsupported, GradScaler } from "../src/train/amp.ts";
 import { loadCheckpoint, saveCheckpoint } from "../src/checkpoint/checkpoint.ts";
 import { gradNorm, liveTensors, noGrad, Tensor, tidy, torchVersion } from "../src/torch/mod.ts";
-import { assert, assertClose, assertEquals, assertThrows, uniformValues } from "./helpers.ts";
-import { noTorch, PYTHON } from "./torch_reference.ts";
+import { assert, assertClose, assertEquals, assertThrows, pythonJson, uniformValues } from "./helpers.ts";
+import { noTorch } from "./torch_reference.ts";
 
 /** A test that must leave no native handle behind. */
 function test(name: string, fn: () => void, options: { ignore?: boolean } = {}): void {
@@ -335,18 +335,10 @@ async function reference(
     max_norm: c.maxNorm,
     steps: c.steps,
   };
-  const child = new Deno.Command(PYTHON, {
-    args: ["-O", "-c", PY_SCALER],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(JSON.stringify(input)));
-  await writer.close();
-  const out = await child.output();
-  if (!out.success) throw new Error(`PyTorch's GradScaler failed:\n${new TextDecoder().decode(out.stderr)}`);
-  return JSON.parse(new TextDecoder().decode(out.stdout));
+  return await pythonJson(["-O", "-c", PY_SCALER], input, "PyTorch's GradScaler") as {
+    steps: ReferenceStep[];
+    state_dict: Record<string, number>;
+  };
 }
 
 function ours(c: Case, initial: number[][]): ReferenceStep[] {

@@ -154,6 +154,27 @@ export function strides(shape: readonly number[]): number[] {
 export const GOLDEN_DIR: string = Deno.env.get("DETAILCLIP_GOLDEN") ??
   new URL("./fixtures/golden/tiny", import.meta.url).pathname;
 
+/**
+ * Runs Debian's python3 with `args`, `input` as JSON on its stdin, and returns its stdout parsed as JSON; a failure
+ * throws naming `what` with Python's stderr. Output is read while the input is written, so neither pipe can fill up.
+ */
+export async function pythonJson(args: readonly string[], input: unknown, what: string): Promise<unknown> {
+  const child = new Deno.Command("/usr/bin/python3", {
+    args: [...args],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  })
+    .spawn();
+  const output = child.output();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(JSON.stringify(input)));
+  await writer.close();
+  const out = await output;
+  if (!out.success) throw new Error(`${what} failed:\n${new TextDecoder().decode(out.stderr)}`);
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
 /** Runs fn with console.log and console.error silenced (commands print tables and progress), restoring them after. */
 export function quietly<T>(fn: () => T): T {
   const { log, error } = console;

@@ -21,7 +21,7 @@ import {
   scanWords,
   splitWords,
 } from "../src/data/tokenizer.ts";
-import { missingTool, rng } from "./helpers.ts";
+import { missingTool, pythonJson, rng } from "./helpers.ts";
 
 const PYTHON = "/usr/bin/python3";
 
@@ -894,18 +894,8 @@ const noOpenAiVocab = missingTool(
 );
 
 async function runOpenAiDriver(mode: string, input: unknown, vocab = OPENAI_BPE): Promise<Record<string, unknown>> {
-  const child = new Deno.Command(PYTHON, {
-    args: ["-c", OPENAI_DRIVER, vocab, new URL(".", import.meta.url).pathname, mode],
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const writer = child.stdin.getWriter();
-  await writer.write(new TextEncoder().encode(JSON.stringify(input)));
-  await writer.close();
-  const out = await child.output();
-  if (!out.success) throw new Error(`OpenAI's SimpleTokenizer failed:\n${new TextDecoder().decode(out.stderr)}`);
-  return JSON.parse(new TextDecoder().decode(out.stdout));
+  const args = ["-c", OPENAI_DRIVER, vocab, new URL(".", import.meta.url).pathname, mode];
+  return await pythonJson(args, input, "OpenAI's SimpleTokenizer") as Record<string, unknown>;
 }
 
 /** Encodes `captions` both ways and fails listing the first mismatches (and any caption the ftfy stand-in refused). */
