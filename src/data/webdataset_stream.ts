@@ -514,6 +514,18 @@ export function streamingWebDatasetSource(options: StreamingWebDatasetOptions): 
     return batchOnDevice(first.u, first.v, text, device);
   };
 
+  // What a saved state must agree on to be restored here: the same streams over the same shards, seeded alike.
+  const identity = {
+    kind: "webdataset-stream" as const,
+    shards: urls.length,
+    rank,
+    world,
+    workers,
+    seed,
+    resampled,
+    bufferSize,
+  };
+
   return {
     name: `webdataset-stream:${urls.length} shards${resampled ? ", resampled" : ""}`,
     epochSize: options.epochSize,
@@ -549,31 +561,14 @@ export function streamingWebDatasetSource(options: StreamingWebDatasetOptions): 
     },
     state(): StreamState {
       return {
-        kind: "webdataset-stream",
-        shards: urls.length,
-        rank,
-        world,
-        workers,
-        seed,
-        resampled,
-        bufferSize,
+        ...identity,
         batch: next,
         streams: committed.map((s) => ({ ...s, buffer: [...s.buffer] })),
       };
     },
     restore(raw: unknown): void {
       const state = raw as Partial<StreamState> | null;
-      const want = {
-        kind: "webdataset-stream",
-        shards: urls.length,
-        rank,
-        world,
-        workers,
-        seed,
-        resampled,
-        bufferSize,
-      };
-      const differs = Object.entries(want).filter(([k, v]) => state?.[k as keyof StreamState] !== v);
+      const differs = Object.entries(identity).filter(([k, v]) => state?.[k as keyof StreamState] !== v);
       if (state === null || typeof state !== "object" || differs.length > 0 || !Array.isArray(state.streams)) {
         const what = differs.map(([k, v]) => `${k} ${JSON.stringify(state?.[k as keyof StreamState])} (now ${v})`);
         throw new Error(`webdataset resume: the checkpoint's data state does not match this run: ${what.join(", ")}`);
